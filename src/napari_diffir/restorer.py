@@ -1,0 +1,206 @@
+"""The restorer contract: metadata plus one tensor-to-tensor method.
+
+A restorer knows nothing about axes, dtypes, tiling, devices, progress or cancellation: the
+engine owns all of that and hands the restorer one float32 batch ``(B, C, H, W)`` in [0, 1] at a
+time, together with a :class:`TileContext` for the few things a model may need from the engine
+(the number of sampling steps, seeded noise for its tile, the inpainting mask, and a
+``step()`` call that reports progress and honours cancellation between sampling steps).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+
+if TYPE_CHECKING:  # torch is imported lazily so that listing restorers stays cheap
+    import torch
+
+__all__ = [
+    "KNOWN_TASKS",
+    "Option",
+    "Restorer",
+    "RestorerInfo",
+    "RestorationCancelled",
+    "TileContext",
+]
+
+KNOWN_TASKS = ("denoise", "deblur", "super-resolution", "inpaint")
+
+
+class RestorationCancelled(Exception):
+    """Raised by the engine when the caller cancelled a run; nothing is returned or written."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One tunable option of a restorer (shown in the widget, accepted by ``get_restorer``)."""
+
+    name: str
+    """Keyword accepted by the restorer's constructor."""
+    type: type = int
+    """``int``, ``float``, ``str`` or ``bool``."""
+    default: Any = None
+    """Value used when the caller gives none (``None``: the restorer decides)."""
+    choices: tuple | None = None
+    """Allowed values, for ``str`` (or ``int``) options with a closed set."""
+    min: float | None = None
+    max: float | None = None
+    help: str = ""
+
+    def validate(self, value: Any) -> Any:
+        """Return ``value`` converted to the option's type, or raise ``ValueError`` naming it."""
+        if value is None:
+            return None
+        try:
+            if self.type is bool and isinstance(value, str):
+                converted: Any = value.strip().lower() in ("1", "true", "yes", "on")
+            elif self.type is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            else:
+                converted = self.type(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Option {self.name!r} expects {self.type.__name__}, but got {value!r}"
+            ) from None
+        if self.choices is not None and converted not in self.choices:
+            raise ValueError(
+                f"Option {self.name!r} must be one of {list(self.choices)}, but got {value!r}"
+            )
+        if self.min is not None and converted < self.min:
+            raise ValueError(f"Option {self.name!r} must be >= {self.min}, but got {value!r}")
+        if self.max is not None and converted > self.max:
+            raise ValueError(f"Option {self.name!r} must be <= {self.max}, but got {value!r}")
+        return converted
+
+
+@dataclass(frozen=True)
+class RestorerInfo:
+    """What the engine, the CLI and the widget need to know about a restorer."""
+
+    name: str
+    """Registry name, e.g. ``"diffir-denoise"``; lower case, no spaces."""
+    display_name: str
+    """Human-readable name for menus."""
+    task: str
+    """``denoise``, ``deblur``, ``super-resolution``, ``inpaint`` or free text."""
+    scale: int = 1
+    """Output size / input size along Y and X."""
+    in_channels: int | None = 1
+    """Channels the model takes; ``None`` means any count (each channel is independent)."""
+    out_channels: int | None = None
+    """Channels the model returns; ``None`` means the same as the input."""
+    multiple_of: int = 1
+    """Tile height and width must be a multiple of this; the engine pads and crops back."""
+    min_size: int = 1
+    """Smallest tile side the model accepts (the engine pads smaller images)."""
+    tile_overlap: int = 16
+    """Default overlap between neighbouring tiles, in input pixels (the receptive-field halo)."""
+    stochastic: bool = False
+    """Whether the output depends on random draws (then ``seed`` makes it reproducible)."""
+    needs_mask: bool = False
+    """Inpainting restorers need a mask (1 = pixel to fill)."""
+    supports_half: bool = True
+    """Whether fp16/bf16 autocast is safe for this model."""
+    options: tuple[Option, ...] = ()
+    """Tunable options besides ``weights`` (e.g. ``steps``)."""
+    description: str = ""
+    weights: str | None = None
+    """The weights in use (a path or a bundled model name), for metadata and display."""
+    source: str = ""
+    """Which plugin registered it (filled in by the registry)."""
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name != self.name.strip() or " " in self.name:
+            raise ValueError(f"Restorer name must be a non-empty word, but got {self.name!r}")
+        if not isinstance(self.scale, int) or self.scale < 1:
+            raise ValueError(f"Restorer {self.name!r}: scale must be an int >= 1, got {self.scale!r}")
+        if self.task in ("denoise", "deblur", "inpaint") and self.scale != 1:
+            raise ValueError(f"Restorer {self.name!r}: a {self.task} restorer must have scale 1")
+        if self.multiple_of < 1 or self.min_size < 1 or self.tile_overlap < 0:
+            raise ValueError(f"Restorer {self.name!r}: multiple_of/min_size must be >= 1")
+        for ch in (self.in_channels, self.out_channels):
+            if ch is not None and ch < 1:
+                raise ValueError(f"Restorer {self.name!r}: channel counts must be >= 1")
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def replace(self, **changes: Any) -> "RestorerInfo":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class TileContext:
+    """What the engine gives a restorer together with one batch of tiles.
+
+    ``origin`` is the (y, x) position of the tile's top-left corner in the padded input image and
+    ``image_shape`` that image's (H, W); stochastic restorers use them through :meth:`noise` so
+    that every tile sees its own region of one image-wide noise field (no seams between tiles).
+    """
+
+    steps: int | None = None
+    seed: int | None = None
+    origin: tuple[int, int] = (0, 0)
+    image_shape: tuple[int, int] = (0, 0)
+    scale: int = 1
+    mask: "torch.Tensor | None" = None
+    step_callback: Callable[[int, int], None] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def step(self, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` sampling steps; raises RestorationCancelled on cancel."""
+        if self.step_callback is not None:
+            self.step_callback(done, total)
+
+    def noise(self, like: "torch.Tensor", stream: int = 0) -> "torch.Tensor":
+        """Standard-normal noise shaped like ``like`` (B, C, h, w) at *output* resolution.
+
+        The values depend only on (seed, stream, channel, absolute output pixel), so two tiles
+        that overlap get the same noise where they overlap. ``stream`` separates independent
+        draws (e.g. the sampling step index).
+        """
+        from .engine.noise import field_noise
+
+        b, c, h, w = like.shape
+        oy, ox = self.origin[0] * self.scale, self.origin[1] * self.scale
+        out = field_noise(self.seed or 0, stream, c, oy, ox, h, w, device=like.device)
+        return out.to(like.dtype).unsqueeze(0).expand(b, -1, -1, -1).clone()
+
+    def noise_vector(self, n: int, stream: int = 0, *, device=None) -> "torch.Tensor":
+        """A seeded standard-normal vector of length ``n`` shared by all tiles of the image."""
+        from .engine.noise import field_noise
+
+        return field_noise(self.seed or 0, 1_000_000 + stream, 1, 0, 0, 1, n, device=device).reshape(n)
+
+
+class Restorer(abc.ABC):
+    """Base class of every restorer, built-in or from a plugin.
+
+    Subclasses set ``info`` (a :class:`RestorerInfo`) and implement :meth:`restore_tile`.
+    Constructor keywords are the options declared in ``info.options`` plus ``weights``; the
+    instance may refine ``self.info`` (e.g. the scale a checkpoint was trained for).
+    """
+
+    info: ClassVar[RestorerInfo]
+
+    def __init__(self, **options: Any) -> None:
+        self.info = type(self).info
+        self.options = dict(options)
+
+    def to(self, device: "torch.device | str") -> "Restorer":
+        """Move whatever the restorer holds (its model) to ``device``; returns ``self``."""
+        model = getattr(self, "model", None)
+        if model is not None:
+            model.to(device)
+        return self
+
+    @abc.abstractmethod
+    def restore_tile(self, x: "torch.Tensor", ctx: TileContext) -> "torch.Tensor":
+        """Restore a float32 batch ``(B, C, H, W)`` in [0, 1] to ``(B, C_out, H*scale, W*scale)``."""
+
+    def metadata(self) -> dict:
+        """What the output records about this restorer (name, weights, options)."""
+        return {"restorer": self.info.name, "weights": self.info.weights, **{
+            k: v for k, v in self.options.items() if k != "weights"}}

@@ -97,6 +97,10 @@ class RestorerInfo:
     """Smallest tile side the model accepts (the engine pads smaller images)."""
     tile_overlap: int = 16
     """Default overlap between neighbouring tiles, in input pixels (the receptive-field halo)."""
+    tile_size: int = 512
+    """Preferred tile side (input pixels) for ``tile_size="auto"``; shrunk to fit free memory."""
+    bytes_per_pixel: int = 4096
+    """Rough peak memory per *output* pixel, used to size ``auto`` tiles."""
     stochastic: bool = False
     """Whether the output depends on random draws (then ``seed`` makes it reproducible)."""
     needs_mask: bool = False

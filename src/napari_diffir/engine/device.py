@@ -1,0 +1,92 @@
+"""Device and precision: what torch sees, ``auto`` selection, and autocast contexts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+import torch
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else must be available."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        name = str(device).strip().lower()
+        if name == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU ({describe_devices()})")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available")
+    return dev
+
+
+def describe_devices() -> str:
+    """One line on what torch can use, with a hint when a GPU exists but torch is CPU-only."""
+    parts = []
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        parts.append("CUDA: " + ", ".join(names))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        parts.append("MPS (Apple GPU)")
+    parts.append(f"CPU ({os.cpu_count()} cores)")
+    text = "; ".join(parts)
+    if not torch.cuda.is_available() and _nvidia_gpu_present():
+        text += (
+            " — an NVIDIA GPU is present but this torch build "
+            f"({torch.__version__}) has no CUDA support; install a CUDA build of torch to use it"
+        )
+    return text
+
+
+def _nvidia_gpu_present() -> bool:
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for ``precision`` (fp32 means none)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, but got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("precision 'fp16' is not supported on the CPU; use 'bf16' or 'fp32'")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory on ``device`` (CUDA: reported by the driver; CPU: available RAM)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 1024**3
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in str(exc).lower() or isinstance(exc, MemoryError)
+    )

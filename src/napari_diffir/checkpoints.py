@@ -1,0 +1,178 @@
+"""Safe checkpoint loading and architecture detection.
+
+A checkpoint never executes code: ``.pth/.pt/.ckpt`` files are read with
+``torch.load(weights_only=True)`` (the legacy non-zip pickle format too) and ``.safetensors``
+with safetensors. Official containers are unwrapped (BasicSR ``params_ema``/``params``,
+SRDiff ``{'state_dict': {'model': ...}}``, Lightning ``state_dict`` with a ``generator.``
+prefix, ``module.`` prefixes), then each model family is asked whether it recognises the keys,
+most specific first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+FAMILIES = ("diffir", "srdiff")
+"""Model families tried in order; each is ``napari_diffir.models.<family>`` with
+``detect(sd) -> bool``, ``from_state_dict(sd) -> nn.Module`` and ``describe(model) -> dict``."""
+
+CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "generator")
+
+
+class CheckpointError(ValueError):
+    """The file is not a checkpoint napari-diffir can use; the message says why."""
+
+
+class UnsupportedCheckpointError(CheckpointError):
+    """A readable checkpoint that matches none of the known architectures."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model built from a checkpoint plus what was found in the file."""
+
+    path: str
+    family: str
+    model: torch.nn.Module
+    description: dict = field(default_factory=dict)
+    container: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"{self.path}", f"  family: {self.family}", f"  container: {self.container or 'bare state dict'}"]
+        lines += [f"  {k}: {v}" for k, v in self.description.items()]
+        return "\n".join(lines)
+
+
+def read_file(path: str | os.PathLike) -> Any:
+    """The raw object in ``path``, read without executing code."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"Checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"Checkpoint {path!r} is a folder; pass the .pth/.ckpt/.safetensors file")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except Exception as exc:
+            raise CheckpointError(f"{path!r} is not a readable safetensors file ({exc})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else "unpickling failed"
+        raise CheckpointError(
+            f"{path!r} could not be read safely: it is not a plain weights file ({msg}). "
+            "napari-diffir never executes code from checkpoints."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path!r} is truncated or not a PyTorch checkpoint ({first})") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def canonicalize(obj: Any) -> tuple[dict[str, torch.Tensor], str, dict]:
+    """Unwrap containers to a flat state dict; returns (state dict, container path, extra info)."""
+    path: list[str] = []
+    extra: dict = {}
+    while not _is_state_dict(obj):
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"Expected a state dict or a dict containing one, but got {type(obj).__name__}")
+        for key in ("global_step", "epoch", "iter"):
+            if key in obj and isinstance(obj[key], (int, float)):
+                extra[key] = obj[key]
+        for key in CONTAINER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                path.append(key)
+                break
+        else:
+            keys = ", ".join(map(str, list(obj)[:8]))
+            raise CheckpointError(f"No state dict found in the checkpoint (top-level keys: {keys})")
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    # Lightning inpainting files hold generator.*, generatorS1.*, discriminator.*, ...: keep only
+    # the generator; BasicSR/DDP files may carry module.
+    if any(k.startswith("generator.") for k in sd):
+        sd = {k[len("generator."):]: v for k, v in sd.items() if k.startswith("generator.")}
+        path.append("generator.")
+    for prefix in ("module.",):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            path.append(prefix)
+    return sd, "/".join(path), extra
+
+
+def _family(name: str):
+    return importlib.import_module(f"napari_diffir.models.{name}")
+
+
+def detect_family(sd: Mapping[str, torch.Tensor]) -> str:
+    tried = []
+    for name in FAMILIES:
+        try:
+            module = _family(name)
+        except ImportError as exc:
+            tried.append(f"{name} (unavailable: {exc})")
+            continue
+        if module.detect(sd):
+            return name
+        tried.append(name)
+    sample = ", ".join(list(sd)[:6])
+    raise UnsupportedCheckpointError(
+        f"The checkpoint matches none of the known architectures (tried: {', '.join(tried)}); "
+        f"its first keys are: {sample}"
+    )
+
+
+def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, dict]:
+    obj = read_file(path)
+    sd, container, extra = canonicalize(obj)
+    meta = _sidecar_card(path)
+    if meta:
+        extra["model_card"] = meta
+    return sd, container, extra
+
+
+def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
+    """Read ``path`` safely, detect its architecture and build the model with a strict load."""
+    sd, container, extra = load_state_dict(path)
+    family = detect_family(sd)
+    module = _family(family)
+    try:
+        model = module.from_state_dict(sd)
+    except CheckpointError:
+        raise
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{os.fspath(path)!r} looks like {family} but does not load: {exc}") from None
+    model.eval()
+    return LoadedCheckpoint(
+        path=os.fspath(path), family=family, model=model, description=module.describe(model),
+        container=container, extra=extra,
+    )
+
+
+def _sidecar_card(path: str | os.PathLike) -> dict | None:
+    """The JSON model card saved next to project-trained weights (``<name>.json``), if any."""
+    base = os.path.splitext(os.fspath(path))[0]
+    card = base + ".json"
+    if os.path.exists(card):
+        try:
+            with open(card) as fh:
+                return json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            return None
+    return None

@@ -68,11 +68,10 @@ def read_file(path: str | os.PathLike) -> Any:
             raise CheckpointError(f"{path!r} is not a readable safetensors file ({exc})") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else "unpickling failed"
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path!r} could not be read safely: it is not a plain weights file ({msg}). "
-            "napari-diffir never executes code from checkpoints."
+            f"{path!r} is not a PyTorch weights file, or it holds objects other than tensors and "
+            "plain containers (napari-diffir never executes code from checkpoints)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -121,7 +121,7 @@ def _plugin_label(pm: pluggy.PluginManager, plugin: Any) -> str:
 def _collect() -> dict[str, _Entry]:
     pm = plugin_manager()
     found: dict[str, _Entry] = {}
-    for impl in reversed(pm.hook.register_restorers.get_hookimpls()):
+    for impl in pm.hook.register_restorers.get_hookimpls():  # registration order: built-ins first
         source = _plugin_label(pm, impl.plugin)
 
         def register(cls: Any, _source: str = source) -> None:

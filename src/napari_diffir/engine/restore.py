@@ -112,6 +112,9 @@ def resolve_restorer(restorer: "str | Restorer", weights: Any, options: dict | N
     return get_restorer(restorer, **opts)
 
 
+MIN_IMAGE = 4
+
+
 def validate_input(array: np.ndarray) -> None:
     if array.size == 0:
         raise ValueError(f"The image is empty (shape {array.shape})")
@@ -194,40 +197,55 @@ class Run:
                 tile = current // 2
 
     def _tiled(self, x, mask, tile, n, gi, report, cancel, state) -> np.ndarray:
+        """Pad the plane once to the restorer's multiple, restore aligned tiles, blend, crop back."""
         info = self.restorer.info
-        s = info.scale
+        s, m = info.scale, info.multiple_of
         c, h, w = x.shape
-        overlap = min(self.overlap, max(tile // 2, 0))
-        tiles = make_tiles(h, w, tile, overlap)
-        acc = np.zeros((self.group_out, h * s, w * s), np.float32)
-        wsum = np.zeros((h * s, w * s), np.float32)
+        ph, pw = padded_size(h, m, info.min_size), padded_size(w, m, info.min_size)
+        xp = pad_to(torch.from_numpy(np.ascontiguousarray(x))[None], ph, pw)[0].numpy()
+        mp = None
+        if mask is not None:
+            mp = pad_to(torch.from_numpy(np.ascontiguousarray(mask))[None, None], ph, pw)[0, 0].numpy()
+        tile = max(padded_size(info.min_size, m, 1), min(tile, max(ph, pw)) // m * m)
+        overlap = min(self.overlap, tile // 2)
+        tiles = make_tiles(ph, pw, tile, overlap, align=m)
+        acc = np.zeros((self.group_out, ph * s, pw * s), np.float32)
+        wsum = np.zeros((ph * s, pw * s), np.float32)
         start_done = state["done"]
         for k, t in enumerate(tiles):
             _check_cancel(cancel)
-            out = self._run_tile(x, mask, t, h, w, report, cancel, n, gi, k, len(tiles))
-            wt = blend_weight(t, h, w, overlap, s) if len(tiles) > 1 else np.ones(out.shape[-2:], np.float32)
+            out = self._run_tile(xp, mp, t, ph, pw, report, cancel, n, gi, k, len(tiles))
+            wt = blend_weight(t, ph, pw, overlap, s) if len(tiles) > 1 else np.ones(out.shape[-2:], np.float32)
             ys, xs = slice(t.y0 * s, (t.y0 + t.h) * s), slice(t.x0 * s, (t.x0 + t.w) * s)
             acc[:, ys, xs] += out * wt
             wsum[ys, xs] += wt
             state["done"] = start_done + k + 1
-            report(0.0, f"tile {k + 1}/{len(tiles)}")
-        return acc / wsum
+            report(0.0, f"{self._where(n, gi)}tile {k + 1}/{len(tiles)}")
+        return (acc / wsum)[:, : h * s, : w * s]
+
+    def _where(self, n: int, gi: int) -> str:
+        """'plane 2/5, channel 1/3, ' prefix for progress messages of nD/multichannel data."""
+        parts = []
+        n_planes = int(np.prod(self.layout.loop_shape)) if self.layout.loop_shape else 1
+        if n_planes > 1:
+            parts.append(f"plane {n + 1}/{n_planes}")
+        if len(self.groups) > 1:
+            parts.append(f"channel {gi + 1}/{len(self.groups)}")
+        return ", ".join(parts) + (", " if parts else "")
 
     def _run_tile(self, x, mask, t: Tile, h, w, report, cancel, n, gi, k, n_tiles) -> np.ndarray:
         info = self.restorer.info
         s = info.scale
-        region = torch.from_numpy(np.ascontiguousarray(x[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]))
-        ph = padded_size(t.h, info.multiple_of, info.min_size)
-        pw = padded_size(t.w, info.multiple_of, info.min_size)
-        inp = pad_to(region.unsqueeze(0).to(self.device), ph, pw)
+        region = np.ascontiguousarray(x[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w])
+        inp = torch.from_numpy(region).unsqueeze(0).to(self.device)
         mask_t = None
         if mask is not None:
-            m = torch.from_numpy(np.ascontiguousarray(mask[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]))
-            mask_t = pad_to(m[None, None].to(self.device), ph, pw)
+            m = np.ascontiguousarray(mask[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w])
+            mask_t = torch.from_numpy(m)[None, None].to(self.device)
 
         def on_step(done: int, total: int) -> None:
             _check_cancel(cancel)
-            report(done / max(total, 1), f"tile {k + 1}/{n_tiles}, step {done}/{total}")
+            report(done / max(total, 1), f"{self._where(n, gi)}tile {k + 1}/{n_tiles}, step {done}/{total}")
 
         ctx = TileContext(
             steps=self.steps, seed=self.seed_for(n, gi), origin=(t.y0, t.x0), image_shape=(h, w),
@@ -235,17 +253,18 @@ class Run:
         )
         with torch.inference_mode(), autocast(self.device, self.precision):
             out = self.restorer.restore_tile(inp, ctx)
-        expected = (1, self.group_out, ph * s, pw * s)
+        expected = (1, self.group_out, t.h * s, t.w * s)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
                 f"Restorer {info.name!r} returned {got}, but expected (B, C, H*s, W*s) = {expected}"
             )
-        out = out[:, :, : t.h * s, : t.w * s].float().cpu().numpy()[0]
-        return out
+        return out.float().cpu().numpy()[0]
 
     def seed_for(self, plane: int, group: int) -> int:
         """Distinct, reproducible seeds per plane and channel group (one field per 2-D image)."""
+        if self.plane_ids is not None:  # a block of a larger array: seed by the global plane
+            plane = int(self.plane_ids[plane])
         return (self.seed * 1_000_003 + plane * 7_919 + group) & 0x7FFFFFFF
 
 
@@ -268,11 +287,25 @@ def prepare(
     rgb: bool | None = None,
     options: dict | None = None,
     normalizer: Normalizer | None = None,
+    origin_offset: tuple[int, int] = (0, 0),
+    plane_ids: Any = None,
+    image_yx: tuple[int, int] | None = None,
 ) -> Run:
-    """Validate everything and build a :class:`Run`; raises ``ValueError`` naming the problem."""
+    """Validate everything and build a :class:`Run`; raises ``ValueError`` naming the problem.
+
+    ``normalizer``, ``origin_offset``, ``plane_ids`` and ``image_yx`` place ``array`` as one block
+    of a larger image (used by the dask path): the whole image's normaliser, the block's (y, x)
+    offset in it, the global plane number of each of the block's planes (seeds) and the whole
+    image's (H, W). Stochastic restorers then draw the same noise as for the whole image.
+    """
     validate_input(array)
     ax = validate_axes(axes, array.shape) if axes is not None else default_axes(array.shape, rgb)
     layout = Layout(ax, tuple(array.shape))
+    if min(layout.yx) < MIN_IMAGE:
+        raise ValueError(
+            f"The image is too small ({layout.yx[0]}x{layout.yx[1]} in Y, X); at least "
+            f"{MIN_IMAGE}x{MIN_IMAGE} pixels are needed (check axes={ax!r})"
+        )
     rest = resolve_restorer(restorer, weights, options)
     info = rest.info
     dev = resolve_device(device)
@@ -302,6 +335,9 @@ def prepare(
         array=array, layout=layout, restorer=rest, device=dev, precision=precision, steps=steps,
         seed=int(seed), groups=groups, out_channels=out_channels, group_out=group_out, tile=tile,
         overlap=overlap, mask_work=mask_work, normalizer=norm, output_dtype=output_dtype,
+        origin_offset=(int(origin_offset[0]), int(origin_offset[1])),
+        plane_ids=None if plane_ids is None else [int(p) for p in plane_ids],
+        image_yx=None if image_yx is None else (int(image_yx[0]), int(image_yx[1])),
     )
 
 

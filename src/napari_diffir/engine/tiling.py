@@ -24,22 +24,26 @@ class Tile:
     w: int
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start positions covering ``length`` with tiles of ``tile`` overlapping by >= ``overlap``."""
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Starts covering ``length`` with ``tile``-long tiles overlapping by >= ``overlap``.
+
+    Starts are multiples of ``align`` (when ``length`` and ``tile`` are), so models with internal
+    down-sampling see the same pixel grid in every tile as on the whole image.
+    """
     if length <= tile:
         return [0]
-    step = max(1, tile - overlap)
+    step = max(align, (tile - overlap) // align * align)
     starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
+    starts.append((length - tile) // align * align)
+    return sorted(set(starts))
 
 
-def make_tiles(h: int, w: int, tile: int, overlap: int) -> list[Tile]:
+def make_tiles(h: int, w: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
     th, tw = min(tile, h), min(tile, w)
     return [
         Tile(y, x, th, tw)
-        for y in tile_starts(h, tile, overlap)
-        for x in tile_starts(w, tile, overlap)
+        for y in tile_starts(h, tile, overlap, align)
+        for x in tile_starts(w, tile, overlap, align)
     ]
 
 

@@ -1,0 +1,175 @@
+"""``napari-diffir`` command line: list, restore, info, train.
+
+User errors (bad paths, bad options, unreadable checkpoints) print one line and exit with code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .registry import list_restorers
+
+    infos = list_restorers()
+    if not infos:
+        print("No restorers registered.")
+        return 0
+    width = max(len(i.name) for i in infos)
+    for info in infos:
+        extra = f"x{info.scale}" if info.scale != 1 else ""
+        line = f"{info.name:<{width}}  {info.task:<16} {extra:<3}  {info.display_name}  [{info.source}]"
+        print(line.rstrip())
+        if args.verbose:
+            for opt in info.options:
+                print(f"{'':<{width}}    --option {opt.name}=<{opt.type.__name__}> (default {opt.default}) {opt.help}")
+    return 0
+
+
+def _parse_options(pairs: Sequence[str]) -> dict:
+    opts = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise ValueError(f"--option expects NAME=VALUE, but got {pair!r}")
+        key, value = pair.split("=", 1)
+        opts[key.strip()] = value.strip()
+    return opts
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from .engine.restore import restore
+    from .tiff_io import read_tiff, write_tiff_atomic
+
+    src, dst = os.path.abspath(args.input), os.path.abspath(args.output)
+    if src == dst:
+        raise ValueError("OUTPUT is the same file as INPUT; napari-diffir never overwrites its input")
+    if os.path.exists(dst) and not args.overwrite:
+        raise FileExistsError(f"Output {args.output!r} exists; pass --overwrite to replace it")
+    image = read_tiff(args.input)
+    axes = args.axes or image.axes
+    tile = args.tile if args.tile in (None, "auto") else _tile_arg(args.tile)
+    bar = _progress_bar(args.quiet)
+    try:
+        out = restore(
+            image.data, args.restorer, axes=axes, weights=args.weights, tile_size=tile,
+            tile_overlap=args.overlap, device=args.device, precision=args.precision,
+            steps=args.steps, seed=args.seed, progress=bar.update if bar else None,
+            output_dtype=args.output_dtype, options=_parse_options(args.option),
+        )
+    finally:
+        if bar:
+            bar.close()
+    scale = out.shape[axes.upper().index("X")] // image.data.shape[axes.upper().index("X")]
+    pixel_size = {a: (v / scale if a in "XY" else v) for a, v in image.pixel_size.items()}
+    meta = {"restorer": args.restorer, "weights": args.weights, "steps": args.steps, "seed": args.seed}
+    write_tiff_atomic(args.output, out, axes.upper(), pixel_size, image.unit, overwrite=args.overwrite,
+                      metadata=meta)
+    if not args.quiet:
+        print(f"wrote {args.output} {tuple(out.shape)} {out.dtype}", file=sys.stderr)
+    return 0
+
+
+def _tile_arg(value: str):
+    if value.lower() in ("none", "off", "0"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--tile expects 'auto', 'none' or an integer, but got {value!r}") from None
+
+
+class _Bar:
+    """tqdm bar created on the first update, so a run that fails validation prints no bar."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def update(self, done: float, total: int, message: str) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="tile", file=sys.stderr, dynamic_ncols=True)
+        self._bar.total = total
+        self._bar.n = round(done, 2)
+        self._bar.set_postfix_str(message, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _progress_bar(quiet: bool):
+    return None if quiet else _Bar()
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoints import load_checkpoint
+
+    print(load_checkpoint(args.file).summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-diffir", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered restorers and the plugins they come from")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list each restorer's options")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("restore", help="restore an image file (TIFF/OME-TIFF)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--restorer", "-r", required=True, help="restorer name (see `napari-diffir list`)")
+    p.add_argument("--weights", help="checkpoint file (official DiffIR/SRDiff or project-trained)")
+    p.add_argument("--axes", help="axes of the input, e.g. ZYX (default: from the file)")
+    p.add_argument("--tile", default="auto", help="tile size in pixels, 'auto' or 'none'")
+    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the restorer's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--steps", type=int, help="sampling steps for diffusion restorers")
+    p.add_argument("--seed", type=int, help="random seed for stochastic restorers")
+    p.add_argument("--output-dtype", help="float32 (default), 'input' or a numpy dtype name")
+    p.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="restorer option")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser("info", help="describe a checkpoint file")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_info)
+
+    try:
+        from .training.cli import add_train_parser
+    except ImportError:
+        add_train_parser = None
+    if add_train_parser is not None:
+        add_train_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoints import CheckpointError
+    from .restorer import RestorationCancelled
+
+    try:
+        return int(args.func(args) or 0)
+    except (CheckpointError, *USER_ERRORS) as exc:
+        print(f"napari-diffir {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, RestorationCancelled):
+        print(f"napari-diffir {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The hook spec, built-in registration, third-party entry points and fault tolerance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import napari_diffir
+from napari_diffir import registry
+from napari_diffir.registry import PluginWarning, UnknownRestorerError
+
+from .conftest import write_plugin_dist
+
+
+def test_builtins_register_through_the_hook(fresh_registry):
+    names = {i.name for i in napari_diffir.list_restorers()}
+    assert {"lanczos", "nlmeans", "tv"} <= names
+    pm = registry.plugin_manager()
+    assert pm.has_plugin("napari_diffir.restorers.baselines")
+    info = next(i for i in napari_diffir.list_restorers() if i.name == "lanczos")
+    assert info.source == "napari-diffir (built-in)"
+
+
+def test_third_party_plugin_is_listed_with_its_source(third_party_plugin):
+    infos = {i.name: i for i in napari_diffir.list_restorers()}
+    assert "invert" in infos
+    assert infos["invert"].source == "napari-diffir-invert 1.0"
+    assert "lanczos" in infos
+
+
+def test_third_party_restorer_runs_through_the_engine(third_party_plugin):
+    import numpy as np
+
+    img = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48)
+    out = napari_diffir.restore(img, "invert", normalize="none", options={"gain": 2})
+    np.testing.assert_allclose(out, (1 - img) * 2, atol=1e-6)
+
+
+def test_third_party_plugin_in_cli_list(tmp_path):
+    site = write_plugin_dist(tmp_path / "site", "napari-diffir-invert", "napari_diffir_invert",
+                             __import__("tests.conftest", fromlist=["x"]).PLUGIN_SOURCE.format(name="invert"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-m", "napari_diffir.cli", "list"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("invert"))
+    assert "napari-diffir-invert 1.0" in line and "invert" in line
+
+
+def test_broken_plugin_warns_and_others_still_load(tmp_path, monkeypatch, fresh_registry):
+    site = tmp_path / "site"
+    write_plugin_dist(site, "napari-diffir-broken", "napari_diffir_broken", "import does_not_exist_xyz\n")
+    write_plugin_dist(site, "napari-diffir-bad", "napari_diffir_bad", '''
+from napari_diffir import hookimpl
+
+@hookimpl
+def register_restorers(register):
+    register(object)
+''')
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.warns(PluginWarning) as record:
+        names = {i.name for i in napari_diffir.list_restorers()}
+    messages = " | ".join(str(w.message) for w in record)
+    assert "napari-diffir-broken" in messages and "does_not_exist_xyz" in messages
+    assert "napari-diffir-bad" in messages and "not a Restorer subclass" in messages
+    assert {"lanczos", "nlmeans", "tv"} <= names
+
+
+def test_duplicate_name_is_rejected_naming_both(tmp_path, monkeypatch, fresh_registry):
+    from .conftest import PLUGIN_SOURCE
+
+    site = write_plugin_dist(tmp_path / "site", "napari-diffir-dup", "napari_diffir_dup",
+                             PLUGIN_SOURCE.format(name="lanczos"))
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.warns(PluginWarning, match="already registered by napari-diffir \\(built-in\\)"):
+        infos = {i.name: i for i in napari_diffir.list_restorers()}
+    assert infos["lanczos"].source == "napari-diffir (built-in)"
+
+
+def test_load_plugins_env_blocks_entry_points(third_party_plugin, monkeypatch):
+    monkeypatch.setenv("NAPARI_DIFFIR_LOAD_PLUGINS", "")
+    registry.reload()
+    assert "invert" not in {i.name for i in napari_diffir.list_restorers()}
+    monkeypatch.setenv("NAPARI_DIFFIR_LOAD_PLUGINS", "napari-diffir-invert")
+    registry.reload()
+    assert "invert" in {i.name for i in napari_diffir.list_restorers()}
+
+
+def test_unknown_restorer_and_option_errors_name_the_problem():
+    with pytest.raises(UnknownRestorerError, match="Unknown restorer 'nope'.*lanczos"):
+        napari_diffir.get_restorer("nope")
+    with pytest.raises(ValueError, match="no option 'sigma'; valid options: weights, scale"):
+        napari_diffir.get_restorer("lanczos", sigma=3)
+    with pytest.raises(ValueError, match="Option 'scale' must be one of"):
+        napari_diffir.get_restorer("lanczos", scale=5)
+    assert napari_diffir.get_restorer("lanczos", scale="4").info.scale == 4

@@ -1,0 +1,301 @@
+"""DIRformer: the Restormer-like U-Net of DiffIR, modulated at every block by the 256-d IPR.
+
+Paper: Xia et al., "DiffIR: Efficient Diffusion Model for Image Restoration", ICCV 2023.
+Attribute names (= state-dict keys) mirror Zj-BinXia/DiffIR @ 293f86c: ``DIRformer`` in
+``DiffIR-RealSR/DiffIR/archs/S2_arch.py`` (SR, head ``tail``), ``DiffIR-demotionblur`` (deblur,
+head ``output`` plus input residual) and ``DiffIR-inpainting/archs`` (no ``refinement``, head
+``output``, no residual). One class covers the three through ``task``. Written fresh for this
+project from the spec (docs in /work/shared/spec/diffir.md §2).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layernorm import LayerNorm
+
+__all__ = [
+    "Attention",
+    "BlockSequence",
+    "DIRformer",
+    "Downsample",
+    "FeedForward",
+    "OverlapPatchEmbed",
+    "TASKS",
+    "TransformerBlock",
+    "Upsample",
+    "sr_unshuffle_factor",
+]
+
+TASKS = ("sr", "deblur", "inpaint")
+SR_SCALES = (1, 2, 4)
+
+
+def sr_unshuffle_factor(scale: int) -> int:
+    """Space-to-depth factor that brings an SR input to the x4 body resolution (4->1, 2->2, 1->4).
+
+    The SR body always ends in a x4 upsampler, so x2 and x1 models first fold their input by 2
+    or 4 (pixel-unshuffle). The patch embedding then sees ``inp_channels * factor**2`` channels:
+    3/12/48 for the official RGB models, 1/4/16 for single-channel ones.
+    """
+    if scale not in SR_SCALES:
+        raise ValueError(f"DiffIR super-resolution scale must be one of {SR_SCALES}, but got {scale!r}")
+    return 4 // scale
+
+
+def _modulate(x: torch.Tensor, kernel: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """``x * gamma + beta`` with (gamma, beta) = kernel(z) split in halves (the IPR modulation)."""
+    gamma, beta = kernel(z).view(-1, 2 * x.shape[1], 1, 1).chunk(2, dim=1)
+    return torch.addcmul(beta, x, gamma)
+
+
+class Attention(nn.Module):
+    """DMTA: dynamic multi-head *transposed* attention (attention across channels, not pixels).
+
+    Cost is linear in the number of pixels: each head forms a (C/h x C/h) attention map from
+    L2-normalised queries and keys over all pixels, scaled by a learned ``temperature``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool, ipr_dim: int = 256) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"Attention: {dim} channels cannot be split into {num_heads} heads")
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv_dwconv(self.qkv(_modulate(x, self.kernel, z)))
+        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in qkv.chunk(3, dim=1))
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        out = (attn @ v).reshape(b, c, h, w)
+        return self.project_out(out)
+
+
+class FeedForward(nn.Module):
+    """DGFN: dynamic gated feed-forward (GELU gate on a depthwise-convolved expansion)."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool, ipr_dim: int = 256) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)  # truncation as upstream: 64 * 2.2 -> 140
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+        self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x = self.project_in(_modulate(x, self.kernel, z))
+        x1, x2 = self.dwconv(x).chunk(2, dim=1)
+        return self.project_out(F.gelu(x1) * x2)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm residual block: ``x + DMTA(LN(x), z)`` then ``x + DGFN(LN(x), z)``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_expansion_factor: float,
+        bias: bool,
+        LayerNorm_type: str,
+        ipr_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(dim, LayerNorm_type)
+        self.attn = Attention(dim, num_heads, bias, ipr_dim)
+        self.norm2 = LayerNorm(dim, LayerNorm_type)
+        self.ffn = FeedForward(dim, ffn_expansion_factor, bias, ipr_dim)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), z)
+        return x + self.ffn(self.norm2(x), z)
+
+
+class BlockSequence(nn.Sequential):
+    """Transformer blocks applied in order, each given the same IPR ``z`` (keys ``<level>.<i>.``)."""
+
+    def __init__(self, count: int, dim: int, num_heads: int, ffn_expansion_factor: float,
+                 bias: bool, LayerNorm_type: str, ipr_dim: int) -> None:
+        super().__init__(*(
+            TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, LayerNorm_type, ipr_dim)
+            for _ in range(count)
+        ))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        for block in self:
+            x = block(x, z)
+        return x
+
+
+class OverlapPatchEmbed(nn.Module):
+    """3x3 convolution from image channels to the level-1 width (no bias, as upstream)."""
+
+    def __init__(self, in_c: int = 3, embed_dim: int = 48, bias: bool = False) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution and double the width: 3x3 conv to n/2 channels, pixel-unshuffle 2."""
+
+    def __init__(self, n_feat: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution and halve the width: 3x3 conv to 2n channels, pixel-shuffle 2."""
+
+    def __init__(self, n_feat: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _x4_tail(width: int, out_channels: int) -> nn.Sequential:
+    """SR head: two (3x3 conv to 4*width, pixel-shuffle 2) stages, then a 3x3 conv to RGB.
+
+    Keys ``tail.0.0``, ``tail.0.2`` and ``tail.1``, all with bias (EDSR's ``Upsampler``).
+    """
+    upsampler = nn.Sequential(
+        nn.Conv2d(width, 4 * width, 3, padding=1), nn.PixelShuffle(2),
+        nn.Conv2d(width, 4 * width, 3, padding=1), nn.PixelShuffle(2),
+    )
+    return nn.Sequential(upsampler, nn.Conv2d(width, out_channels, 3, padding=1))
+
+
+class DIRformer(nn.Module):
+    """The DiffIR restoration transformer: a 4-level U-Net of IPR-modulated transformer blocks.
+
+    ``task="sr"``: input at LR, output at ``scale`` x (body at LR/``4/scale``, x4 tail, plus the
+    nearest-upsampled input). ``"deblur"``: same size, plus the input (also the right variant
+    for denoising). ``"inpaint"``: same size, no refinement stage and no residual; the input is
+    the masked image with the mask appended as the last channel.
+
+    ``forward(x, z)`` needs H and W divisible by :attr:`multiple_of`.
+    """
+
+    def __init__(
+        self,
+        *,
+        inp_channels: int = 3,
+        out_channels: int = 3,
+        scale: int = 4,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        LayerNorm_type: str = "WithBias",
+        task: str = "sr",
+        dual_pixel_task: bool = False,
+        ipr_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"DIRformer task must be one of {TASKS}, but got {task!r}")
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise ValueError(
+                f"DIRformer needs 4 levels: num_blocks and heads of length 4, but got "
+                f"num_blocks={list(num_blocks)}, heads={list(heads)}"
+            )
+        if task == "inpaint" and num_refinement_blocks:
+            raise ValueError("The inpainting DIRformer has no refinement stage: set num_refinement_blocks=0")
+        if dual_pixel_task and task != "inpaint":
+            raise ValueError("dual_pixel_task exists only in the inpainting DIRformer (task='inpaint')")
+        if task != "inpaint" and inp_channels != out_channels:
+            raise ValueError(
+                f"A {task!r} DIRformer adds its input to its output, so inp_channels must equal "
+                f"out_channels, but got {inp_channels} and {out_channels}"
+            )
+        self.task = task
+        self.scale = scale if task == "sr" else 1
+        self.unshuffle = sr_unshuffle_factor(scale) if task == "sr" else 1
+        self.multiple_of = 8 * self.unshuffle
+        self.dual_pixel_task = dual_pixel_task
+
+        def level(count: int, mult: int, head: int) -> BlockSequence:
+            return BlockSequence(count, dim * mult, head, ffn_expansion_factor, bias, LayerNorm_type, ipr_dim)
+
+        self.patch_embed = OverlapPatchEmbed(inp_channels * self.unshuffle**2, dim)
+        self.encoder_level1 = level(num_blocks[0], 1, heads[0])
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = level(num_blocks[1], 2, heads[1])
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = level(num_blocks[2], 4, heads[2])
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = level(num_blocks[3], 8, heads[3])
+        self.up4_3 = Upsample(dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
+        self.decoder_level3 = level(num_blocks[2], 4, heads[2])
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
+        self.decoder_level2 = level(num_blocks[1], 2, heads[1])
+        self.up2_1 = Upsample(dim * 2)  # no 1x1 reduction at level 1: the decoder runs at 2*dim
+        self.decoder_level1 = level(num_blocks[0], 2, heads[0])
+        if task != "inpaint":
+            self.refinement = level(num_refinement_blocks, 2, heads[0])
+        if task == "sr":
+            self.tail = _x4_tail(dim * 2, out_channels)
+        else:
+            if dual_pixel_task:
+                self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
+            self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+
+    def check_size(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is (B, C, H, W) with H, W multiples of ``multiple_of``."""
+        expected_c = self.patch_embed.proj.in_channels // self.unshuffle**2
+        if x.ndim != 4 or x.shape[1] != expected_c:
+            raise ValueError(f"Expected a (B, {expected_c}, H, W) input, but got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        m = self.multiple_of
+        if h % m or w % m or h == 0 or w == 0:
+            raise ValueError(
+                f"DIRformer ({self.task}, x{self.scale}) needs H and W to be positive multiples of "
+                f"{m}, but got {h}x{w}; pad the input (reflect) and crop the output"
+            )
+
+    def forward(self, inp_img: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self.check_size(inp_img)
+        feat = F.pixel_unshuffle(inp_img, self.unshuffle) if self.unshuffle > 1 else inp_img
+        x1 = self.patch_embed(feat)
+        e1 = self.encoder_level1(x1, z)
+        e2 = self.encoder_level2(self.down1_2(e1), z)
+        e3 = self.encoder_level3(self.down2_3(e2), z)
+        lat = self.latent(self.down3_4(e3), z)
+        d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(lat), e3], 1)), z)
+        d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 1)), z)
+        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], 1), z)
+        if self.task == "sr":
+            d1 = self.refinement(d1, z)
+            up = inp_img if self.scale == 1 else F.interpolate(inp_img, scale_factor=self.scale, mode="nearest")
+            return self.tail(d1) + up
+        if self.task == "deblur":
+            return self.output(self.refinement(d1, z)) + inp_img
+        if self.dual_pixel_task:
+            d1 = d1 + self.skip_conv(x1)
+        return self.output(d1)

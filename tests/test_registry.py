@@ -96,3 +96,18 @@ def test_unknown_restorer_and_option_errors_name_the_problem():
     with pytest.raises(ValueError, match="Option 'scale' must be one of"):
         napari_diffir.get_restorer("lanczos", scale=5)
     assert napari_diffir.get_restorer("lanczos", scale="4").info.scale == 4
+
+
+def test_example_plugin_package_installs_and_registers(tmp_path):
+    """docs/example-plugin is a real package: pip-install it into a target dir and list it."""
+    root = os.path.join(os.path.dirname(__file__), "..", "docs", "example-plugin")
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+                    "--target", str(target), root], check=True, capture_output=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]))
+    code = ("import numpy as np, napari_diffir as nd; "
+            "x = np.random.default_rng(0).random((32, 32)).astype('float32'); "
+            "y = nd.restore(x, 'unsharp', normalize='none', options={'amount': 2}); "
+            "print([i.source for i in nd.list_restorers() if i.name == 'unsharp'][0], float(np.abs(y - x).max()) > 0)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "napari-diffir-unsharp 0.1.0 True"

@@ -247,9 +247,10 @@ class Run:
             _check_cancel(cancel)
             report(done / max(total, 1), f"{self._where(n, gi)}tile {k + 1}/{n_tiles}, step {done}/{total}")
 
+        oy, ox = self.origin_offset  # a dask block's place in the whole image (0, 0 otherwise)
         ctx = TileContext(
-            steps=self.steps, seed=self.seed_for(n, gi), origin=(t.y0, t.x0), image_shape=(h, w),
-            scale=s, mask=mask_t, step_callback=on_step,
+            steps=self.steps, seed=self.seed_for(n, gi), origin=(oy + t.y0, ox + t.x0),
+            image_shape=self.image_yx or (h, w), scale=s, mask=mask_t, step_callback=on_step,
         )
         with torch.inference_mode(), autocast(self.device, self.precision):
             out = self.restorer.restore_tile(inp, ctx)

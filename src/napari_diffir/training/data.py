@@ -23,6 +23,7 @@ __all__ = [
     "PatchSampler",
     "TrainingDataError",
     "load_images",
+    "make_validation",
     "load_paired",
     "percentile_affine",
     "percentile_normalize",
@@ -244,6 +245,11 @@ def load_images(
     image is smaller than ``min_size`` (the patch size) in either dimension.
     """
     named = resolve_sources(sources, n_synthetic=n_synthetic, seed=seed)
+    builtin_names = ("skimage/", "nuclei.tif[", "2D_timelapse.tif[", "synthetic[")
+    # built-in collections are curated lists, not the user's data: just skip what cannot fit
+    named = [(n, a) for n, a in named if not (n.startswith(builtin_names) and min(a.shape) < min_size)]
+    if not named:
+        raise TrainingDataError(f"No built-in training image is at least {min_size} px; use a smaller --patch-size")
     small = [f"{n} {a.shape}" for n, a in named if min(a.shape) < min_size]
     if small:
         raise TrainingDataError(
@@ -404,3 +410,19 @@ class PairedSampler:
         return lq.astype(np.float32), gt.astype(np.float32)
 
     batch = PatchSampler.batch
+
+
+def make_validation(sampler, n: int, seed: int):
+    """A fixed validation set: ``n`` pairs drawn once with their own seed (same at every run)."""
+    import torch
+
+    rng = np.random.default_rng([seed, 7919])
+    keep_aug = getattr(sampler, "augment", False)
+    sampler.augment = False
+    try:
+        pairs = [sampler.sample(rng) for _ in range(n)]
+    finally:
+        sampler.augment = keep_aug
+    lq = torch.from_numpy(np.stack([a for a, _ in pairs])[:, None])
+    gt = torch.from_numpy(np.stack([b for _, b in pairs])[:, None])
+    return lq, gt

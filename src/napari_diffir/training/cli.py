@@ -1,0 +1,223 @@
+"""``napari-diffir train diffir|srdiff ...``: build data, model stage and loop from arguments.
+
+Every check that can fail (data readable, patches fit, stage-1/RRDB checkpoint present and
+matching) runs before the first training step, so a bad command fails in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_train_parser", "run_train", "prepare"]
+
+DEFAULT_DATA = ["builtin:skimage", "builtin:nuclei", "builtin:timelapse", "builtin:synthetic"]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, but got {text!r}") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", nargs="+", default=None, metavar="SRC",
+                   help="folders/files of clean images, or builtin:skimage|nuclei|timelapse|synthetic "
+                        f"(default: {' '.join(DEFAULT_DATA)})")
+    g.add_argument("--paired", nargs=2, metavar=("LQ_DIR", "GT_DIR"),
+                   help="train on paired degraded/clean folders (matched by file name) instead")
+    g.add_argument("--degradation", default=None, choices=("denoise", "sr", "sr-noisy", "deblur"),
+                   help="synthetic degradation preset (default: denoise for same-size, sr for x2/x4)")
+    g.add_argument("--n-synthetic", type=int, default=24, help="synthetic fluorescence images to generate")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="fraction of images held out for validation")
+    g.add_argument("--val-count", type=int, default=16, help="validation patches (fixed)")
+    g.add_argument("--patch-size", type=int, default=64, help="GT patch side in pixels")
+    g = p.add_argument_group("loop")
+    g.add_argument("--out", required=True, help="run directory (checkpoints, cards, logs)")
+    g.add_argument("--steps", type=int, default=1000)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--ema", type=float, default=None, help="EMA decay (default 0.999 DiffIR, 0 SRDiff as upstream)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--val-every", type=int, default=200)
+    g.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    g.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--name", default=None, help="model name written into the card (e.g. diffir-denoise)")
+
+
+def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``train`` (with ``diffir`` and ``srdiff``) to the main CLI's subparsers."""
+    train = subparsers.add_parser("train", help="train DiffIR or SRDiff models on your images")
+    fam = train.add_subparsers(dest="family", required=True)
+
+    p = fam.add_parser("diffir", help="DiffIR stage 1 (CPEN_S1 + DIRformer) or stage 2 (blind)")
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--task", choices=("denoise", "deblur", "sr"), default="denoise",
+                   help="denoise/deblur: same-size DIRformer with global residual; sr: x2/x4")
+    p.add_argument("--scale", type=int, default=1, choices=(1, 2, 4))
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--dim", type=int, default=24)
+    p.add_argument("--num-blocks", type=_ints, default=(1, 2, 2, 2))
+    p.add_argument("--refinement", type=int, default=1, help="num_refinement_blocks")
+    p.add_argument("--heads", type=_ints, default=(1, 2, 4, 8))
+    p.add_argument("--ffn", type=float, default=2.0, help="ffn_expansion_factor")
+    p.add_argument("--layernorm", default="WithBias", choices=("WithBias", "BiasFree"))
+    p.add_argument("--n-encoder-res", type=int, default=2)
+    p.add_argument("--n-feats", type=int, default=16, help="CPEN width (official 64; IPR = 4 x n_feats)")
+    p.add_argument("--s1", help="stage-2 only: the stage-1 checkpoint (.safetensors) to start from")
+    p.add_argument("--encoder-fraction", type=float, default=None,
+                   help="stage-2 encoder-only warm-up as a fraction of steps (default: 0.25 denoise, 0 sr)")
+    _common(p)
+    p.set_defaults(func=run_train)
+
+    p = fam.add_parser("srdiff", help="SRDiff: RRDB pre-training, then diffusion with the frozen RRDB")
+    p.add_argument("--stage", choices=("rrdb", "diffusion"), required=True)
+    p.add_argument("--scale", type=int, default=4, choices=(2, 4, 8))
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--hidden", type=int, default=32, help="U-Net width (official 64)")
+    p.add_argument("--dim-mults", type=_ints, default=(1, 2, 2, 4))
+    p.add_argument("--rrdb-blocks", type=int, default=4)
+    p.add_argument("--rrdb-feat", type=int, default=32)
+    p.add_argument("--rrdb", help="diffusion stage only: the pre-trained RRDB checkpoint")
+    _common(p)
+    p.set_defaults(func=run_train)
+    return train
+
+
+def prepare(args: argparse.Namespace):
+    """Validate everything and build ``(stage, sampler, val, loop_config, card)``; no training."""
+    import numpy as np
+
+    from . import data as D
+    from .degradations import Degradation
+    from .loop import LoopConfig, command_line
+
+    if args.channels != 1:
+        raise ValueError(f"Only single-channel training is implemented (--channels 1), but got {args.channels}")
+    if args.steps < 1 or args.batch_size < 1:
+        raise ValueError(f"--steps and --batch-size must be >= 1, but got {args.steps} and {args.batch_size}")
+    family = args.family
+    if family == "diffir":
+        from .diffir import DiffIRConfig
+
+        task = "sr" if args.task == "sr" else "deblur"
+        scale = args.scale if task == "sr" else 1
+        if task == "sr" and scale == 1:
+            raise ValueError("--task sr needs --scale 2 or 4")
+        if task != "sr" and args.scale != 1:
+            raise ValueError(f"--task {args.task} is same-size restoration; use --task sr for --scale {args.scale}")
+        arch = DiffIRConfig(task=task, scale=scale, channels=1, dim=args.dim, num_blocks=tuple(args.num_blocks),
+                            num_refinement_blocks=args.refinement, heads=tuple(args.heads),
+                            ffn_expansion_factor=args.ffn, LayerNorm_type=args.layernorm,
+                            n_encoder_res=args.n_encoder_res, n_feats=args.n_feats)
+        lq_multiple = arch.multiple_of
+        ema = 0.999 if args.ema is None else args.ema
+        if args.stage == 2 and not args.s1:
+            raise ValueError("DiffIR stage 2 needs the stage-1 checkpoint: pass --s1 RUN_DIR/best.safetensors")
+    else:
+        from .srdiff import SRDiffConfig
+
+        scale = args.scale
+        arch = SRDiffConfig(scale=scale, channels=1, hidden=args.hidden, dim_mults=tuple(args.dim_mults),
+                            rrdb_blocks=args.rrdb_blocks, rrdb_feat=args.rrdb_feat)
+        hr_multiple = 2 ** (len(arch.dim_mults) - 1)
+        lq_multiple = max(1, hr_multiple // scale) if args.stage == "diffusion" else 1
+        ema = 0.0 if args.ema is None else args.ema
+        if args.stage == "diffusion" and not args.rrdb:
+            raise ValueError("SRDiff diffusion training needs the pre-trained RRDB: pass --rrdb RUN_DIR/best.safetensors")
+    p = args.patch_size
+    if p % (scale * lq_multiple):
+        raise ValueError(f"--patch-size {p} must be a multiple of {scale * lq_multiple} "
+                         f"(scale {scale} x the model's input multiple {lq_multiple})")
+
+    degradation = Degradation.preset(args.degradation or ("denoise" if scale == 1 else "sr"), scale=scale)
+    if scale > 1 and degradation.scale != scale:
+        raise ValueError(f"degradation {args.degradation!r} is for same-size restoration; scale is {scale}")
+    if args.paired:
+        pairs = D.load_paired(args.paired[0], args.paired[1], scale=scale, min_size=p)
+        train_items, val_items = D.split_validation(pairs, args.val_fraction, args.seed)
+        sampler = D.PairedSampler([(a, b) for _, a, b in train_items], p, scale=scale)
+        val_sampler = D.PairedSampler([(a, b) for _, a, b in val_items], p, scale=scale, augment=False)
+        data_card = {"paired": list(args.paired), "pairs": len(pairs), "train": len(train_items), "val": len(val_items)}
+    else:
+        sources = args.data or DEFAULT_DATA
+        images = D.load_images(sources, min_size=p, n_synthetic=args.n_synthetic, seed=args.seed)
+        train_items, val_items = D.split_validation(images, args.val_fraction, args.seed)
+        sampler = D.PatchSampler([a for _, a in train_items], p, degradation, scale=scale)
+        val_sampler = D.PatchSampler([a for _, a in val_items], p, degradation, scale=scale, augment=False)
+        data_card = {"sources": list(sources), "images": len(images), "train": len(train_items),
+                     "val_images": [n for n, _ in val_items], "degradation": degradation.to_dict(),
+                     "held_out_never_read": D.HELD_OUT}
+    val = D.make_validation(val_sampler, args.val_count, args.seed)
+    from .loop import psnr_ssim
+
+    if scale > 1:
+        from ..resize import imresize_torch
+
+        base = imresize_torch(val[0], scale)
+    else:
+        base = val[0]
+    b_psnr, b_ssim = psnr_ssim(base, val[1])
+    input_metrics = {"psnr": round(b_psnr, 3), "ssim": round(b_ssim, 4),
+                     "what": "bicubic upsampling of the LR input" if scale > 1 else "the noisy input"}
+
+    if family == "diffir":
+        from .diffir import Stage1, Stage2
+
+        stage = Stage1(arch) if args.stage == 1 else Stage2(arch, args.s1, args.encoder_fraction)
+        name = args.name or ("diffir-denoise" if task == "deblur" else f"diffir-sr{scale}")
+        variant = "DiffIRS1" if args.stage == 1 else "DiffIRS2"
+        hyper = stage.net.hyperparameters
+    else:
+        from .srdiff import DiffusionStage, RRDBStage
+
+        stage = RRDBStage(arch) if args.stage == "rrdb" else DiffusionStage(arch, args.rrdb)
+        name = args.name or f"srdiff-sr{scale}"
+        variant = "RRDBNet" if args.stage == "rrdb" else "SRDiff"
+        hyper = stage.net.hyperparameters
+    cfg = LoopConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, patch_size=p, lr=args.lr,
+                     ema=ema, seed=args.seed, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
+                     max_minutes=args.max_minutes, threads=args.threads, progress=not args.quiet,
+                     resume=not args.no_resume, command=command_line())
+    card = {
+        "name": name,
+        "family": family,
+        "variant": variant,
+        "task": "super-resolution" if scale > 1 else ("denoise" if getattr(args, "task", "") == "denoise" else "deblur"),
+        "scale": scale,
+        "in_channels": 1,
+        "out_channels": 1,
+        "architecture": {"config": arch.to_dict() if hasattr(arch, "to_dict") else vars(arch).copy(),
+                         "hyperparameters": hyper},
+        "normalization": {"mode": "percentile", "percentiles": list(D.PERCENTILES),
+                          "note": "percentiles of the degraded input; the same affine map applied to the target"},
+        "data": data_card,
+        "validation_input": input_metrics,
+        "stage_inputs": {"s1": getattr(args, "s1", None), "rrdb": getattr(args, "rrdb", None)},
+    }
+    return stage, sampler, val, cfg, card
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``napari-diffir train``: prepare (fail fast), then run the loop."""
+    from .loop import run_stage
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    stage, sampler, val, cfg, card = prepare(args)
+    n_params = sum(p.numel() for p in stage.parameters())
+    print(f"napari-diffir train: {card['name']} {card['variant']} ({n_params / 1e6:.2f}M trainable parameters), "
+          f"{card['data'].get('train')} training / {len(val[0])} validation samples -> {cfg.out_dir}", flush=True)
+    final = run_stage(stage, sampler, val, cfg, card)
+    print(json.dumps({"steps": final["training"]["steps"], "wall_time_s": final["training"]["wall_time_s"],
+                      "best": final["validation"]["best"]}), flush=True)
+    return 0

@@ -1,0 +1,337 @@
+"""The training loop shared by every stage: seeds, EMA, checkpoints, resume, validation, progress.
+
+A *stage* (see ``training/diffir.py`` and ``training/srdiff.py``) says what is trained and how the
+loss is computed; this module does everything else the same way for all of them, so that every
+run can be stopped at any moment and resumed, and every checkpoint is a shippable
+``.safetensors`` file with a JSON model card beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["EMA", "LoopConfig", "Stage", "evaluate", "load_card", "psnr_ssim", "run_stage", "save_weights"]
+
+CARD_SUFFIX = ".json"
+
+
+@dataclass
+class LoopConfig:
+    """Settings every stage shares (sizes, steps and timings; not the model)."""
+
+    out_dir: str
+    steps: int = 1000
+    batch_size: int = 8
+    patch_size: int = 64
+    lr: float = 2e-4
+    ema: float = 0.999
+    seed: int = 0
+    val_every: int = 200
+    checkpoint_minutes: float = 3.0
+    max_minutes: float | None = None
+    threads: int | None = None
+    progress: bool = True
+    resume: bool = True
+    command: str = ""
+
+
+class Stage(Protocol):
+    """What a trainer stage provides to :func:`run_stage`."""
+
+    name: str
+    net: nn.Module  # everything whose weights are trained and checkpointed
+
+    def parameters(self) -> list[nn.Parameter]: ...
+    def lr_at(self, step: int, total: int, base_lr: float) -> float: ...
+    def loss(self, lq: torch.Tensor, gt: torch.Tensor, step: int, total: int) -> tuple[torch.Tensor, dict]: ...
+    def predict(self, net: nn.Module, lq: torch.Tensor, seed: int, gt: torch.Tensor | None = None) -> torch.Tensor: ...
+    def export(self, net: nn.Module) -> tuple[nn.Module, dict]: ...
+
+
+class EMA:
+    """Exponential moving average of a module's floating tensors (BasicSR's ``net_g_ema``).
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` so short runs are not dominated by
+    the random initialisation; buffers are copied as they are.
+    """
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.net = copy.deepcopy(net).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.decay > 0 else 0.0
+        # named_parameters/buffers skip aliases (DiffIRS2 registers CPEN_S2 and the denoiser
+        # twice), so every tensor is averaged exactly once
+        src = dict(net.named_parameters())
+        for k, v in self.net.named_parameters():
+            v.mul_(d).add_(src[k].detach(), alpha=1 - d)
+        src_b = dict(net.named_buffers())
+        for k, v in self.net.named_buffers():
+            v.copy_(src_b[k])
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def psnr_ssim(out: torch.Tensor, gt: torch.Tensor, crop: int = 0) -> tuple[float, float]:
+    """Mean PSNR / SSIM over a batch, data range 1 (the normalised space), ``crop`` border px."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ps, ss = [], []
+    for o, g in zip(out.float().cpu().numpy(), gt.float().cpu().numpy()):
+        o, g = o[0], g[0]
+        if crop:
+            o, g = o[crop:-crop, crop:-crop], g[crop:-crop, crop:-crop]
+        o = np.clip(o, 0, 1)
+        g = np.clip(g, 0, 1)
+        ps.append(peak_signal_noise_ratio(g, o, data_range=1.0))
+        ss.append(structural_similarity(g, o, data_range=1.0))
+    return float(np.mean(ps)), float(np.mean(ss))
+
+
+@torch.no_grad()
+def evaluate(stage: Stage, net: nn.Module, val: tuple[torch.Tensor, torch.Tensor], seed: int, batch: int = 4) -> dict:
+    """PSNR/SSIM of the stage's prediction on the fixed validation pairs."""
+    lq, gt = val
+    outs = [stage.predict(net, lq[i : i + batch], seed + i, gt=gt[i : i + batch]) for i in range(0, len(lq), batch)]
+    p, s = psnr_ssim(torch.cat(outs), gt)
+    return {"psnr": round(p, 3), "ssim": round(s, 4)}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_weights(net: nn.Module, path: str | os.PathLike, card: dict | None = None) -> None:
+    """Write ``net``'s full state dict as safetensors (aliased tensors cloned, so it loads
+    strictly), then its model card as JSON next to it; both written atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to("cpu").clone().contiguous() for k, v in net.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(sd, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+    if card is not None:
+        _write_json(path.with_suffix(CARD_SUFFIX), card)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".jsontmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    os.replace(tmp, path)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def load_card(path: str | os.PathLike) -> dict:
+    """Read the JSON model card that sits next to a ``.safetensors`` file."""
+    return json.loads(Path(path).with_suffix(CARD_SUFFIX).read_text())
+
+
+def _load_into(net: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    net.load_state_dict(load_file(str(path)), strict=True)
+
+
+# --------------------------------------------------------------------------- loop
+
+
+@dataclass
+class _State:
+    step: int = 0
+    wall_time: float = 0.0
+    history: list = field(default_factory=list)
+    best: dict | None = None
+
+
+def run_stage(
+    stage: Stage,
+    sampler: Any,
+    val: tuple[torch.Tensor, torch.Tensor],
+    cfg: LoopConfig,
+    card: dict,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train ``stage`` for ``cfg.steps`` steps (or ``cfg.max_minutes``), resuming if possible.
+
+    Writes into ``cfg.out_dir``: ``last.safetensors`` / ``last_ema.safetensors`` (+ cards),
+    ``best.safetensors`` (EMA weights with the best validation PSNR, exported for inference),
+    ``optimizer.pt`` and ``state.json`` (step, wall time, validation history) for resuming,
+    and ``log.jsonl``. Returns the final model card.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = stage.net
+    params = stage.parameters()
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=getattr(stage, "betas", (0.9, 0.99)))
+    ema = EMA(net, cfg.ema) if cfg.ema > 0 else None
+    state = _State()
+
+    if cfg.resume and (out / "state.json").exists() and (out / "last.safetensors").exists():
+        _load_into(net, out / "last.safetensors")
+        if ema is not None and (out / "last_ema.safetensors").exists():
+            _load_into(ema.net, out / "last_ema.safetensors")
+        if (out / "optimizer.pt").exists():
+            opt.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True))
+        saved = json.loads((out / "state.json").read_text())
+        state = _State(saved["step"], saved["wall_time"], saved.get("history", []), saved.get("best"))
+        if ema is not None:
+            ema.updates = state.step
+        log(f"[{stage.name}] resumed from {out} at step {state.step}")
+
+    def card_now(kind: str) -> dict:
+        c = dict(card)
+        c["training"] = dict(
+            card.get("training", {}),
+            stage=stage.name,
+            steps=state.step,
+            planned_steps=cfg.steps,
+            wall_time_s=round(state.wall_time, 1),
+            batch_size=cfg.batch_size,
+            patch_size=cfg.patch_size,
+            base_lr=cfg.lr,
+            ema=cfg.ema,
+            seed=cfg.seed,
+            weights=kind,
+            command=cfg.command,
+            torch=torch.__version__,
+            machine=f"{platform.machine()} {torch.get_num_threads()} threads",
+        )
+        c["validation"] = {"history": state.history[-20:], "best": state.best, "pairs": int(len(val[0]))}
+        return c
+
+    def checkpoint() -> None:
+        save_weights(net, out / "last.safetensors", card_now("raw"))
+        if ema is not None:
+            save_weights(ema.net, out / "last_ema.safetensors", card_now("ema"))
+        torch.save(opt.state_dict(), out / "optimizer.pt")
+        _write_json(out / "state.json", asdict(state))
+
+    def validate() -> None:
+        eval_net = ema.net if ema is not None else net
+        was_training = net.training
+        net.eval()
+        metrics = evaluate(stage, eval_net, val, cfg.seed)
+        net.train(was_training)
+        entry = {"step": state.step, **metrics}
+        state.history.append(entry)
+        improved = state.best is None or metrics["psnr"] > state.best["psnr"]
+        if improved:
+            state.best = entry
+        exported, _ = stage.export(eval_net)
+        if improved:
+            save_weights(exported, out / "best.safetensors", card_now("ema" if ema else "raw"))
+        save_weights(exported, out / "final.safetensors", card_now("ema" if ema else "raw"))
+        _append_log(out, {"event": "val", **entry, "wall_time_s": round(state.wall_time, 1)})
+        log(f"[{stage.name}] step {state.step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}")
+
+    if state.step == 0 and not state.history:
+        validate()  # the untrained baseline, so the card shows how far training got
+
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=state.step, desc=stage.name, dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    net.train()
+    last_ckpt = time.time()
+    session_start = time.time()
+    base_wall = state.wall_time
+    losses: list[float] = []
+    while state.step < cfg.steps:
+        if cfg.max_minutes is not None and (time.time() - session_start) > cfg.max_minutes * 60:
+            log(f"[{stage.name}] time budget of {cfg.max_minutes} min reached at step {state.step}")
+            break
+        step = state.step
+        rng = np.random.default_rng([cfg.seed, step])  # per-step seeds: resuming is exact
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        lq, gt = sampler.batch(rng, cfg.batch_size)
+        lr = stage.lr_at(step, cfg.steps, cfg.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss, logs = stage.loss(lq, gt, step, cfg.steps)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"[{stage.name}] loss became {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(net)
+        state.step += 1
+        state.wall_time = base_wall + (time.time() - session_start)
+        losses.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.1e}", **{k: f"{v:.4f}" for k, v in logs.items()})
+        if state.step % 50 == 0:
+            _append_log(out, {"event": "train", "step": state.step, "loss": float(np.mean(losses[-50:])),
+                              "lr": lr, "wall_time_s": round(state.wall_time, 1), **logs})
+        if cfg.val_every and state.step % cfg.val_every == 0:
+            validate()
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    if bar is not None:
+        bar.close()
+    if not state.history or state.history[-1]["step"] != state.step:
+        validate()
+    checkpoint()
+    final = card_now("ema" if ema else "raw")
+    log(f"[{stage.name}] done: {state.step} steps, {state.wall_time / 60:.1f} min, best {state.best}")
+    return final
+
+
+def _append_log(out: Path, entry: dict) -> None:
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(entry, default=_jsonable) + "\n")
+
+
+def command_line() -> str:
+    """The command that started this process, shell-quoted, for the model card."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def cosine_restart_lr(step: int, periods: list[int], eta_mins: list[float], base: float) -> float:
+    """BasicSR's CosineAnnealingRestartCyclicLR: one cosine per period, each to its eta_min."""
+    start = 0
+    for period, eta_min in zip(periods, eta_mins):
+        if step < start + period or period == periods[-1]:
+            t = min(step - start, period) / max(period, 1)
+            return eta_min + 0.5 * (base - eta_min) * (1 + math.cos(math.pi * t))
+        start += period
+    return eta_mins[-1]

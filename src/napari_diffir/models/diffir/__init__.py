@@ -83,7 +83,9 @@ def _fill_aliases(sd: dict[str, Any]) -> None:
                 twin = dst + key[len(src):]
                 if twin not in sd:
                     sd[twin] = sd[key]
-                elif src == a and (sd[twin].shape != sd[key].shape or not torch.equal(sd[twin], sd[key])):
+                elif src == a and sd[twin] is not sd[key] and (
+                    sd[twin].shape != sd[key].shape or not torch.equal(sd[twin], sd[key])
+                ):
                     raise ValueError(
                         f"{key!r} and {twin!r} must hold the same tensor (one shared module), but differ"
                     )

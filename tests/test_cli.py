@@ -77,3 +77,11 @@ def test_info_on_non_checkpoint(tmp_path, capsys):
     p.write_bytes(b"not a checkpoint")
     assert main(["info", str(p)]) == 2
     assert "is not a PyTorch weights file" in capsys.readouterr().err
+
+
+def test_bundled_sample_as_input(tmp_path):
+    out = tmp_path / "sr.tif"
+    assert main(["restore", "sample:nuclei-lowres", str(out), "-r", "lanczos", "-o", "scale=4", "-q"]) == 0
+    img = read_tiff(str(out))
+    assert img.data.shape == (256, 256) and img.pixel_size["X"] == pytest.approx(0.26)
+    assert main(["restore", "sample:nope", str(tmp_path / "x.tif"), "-r", "lanczos", "-q"]) == 2

@@ -44,14 +44,18 @@ def _parse_options(pairs: Sequence[str]) -> dict:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     from .engine.restore import restore
-    from .tiff_io import read_tiff, write_tiff_atomic
+    from .io.stream import should_stream
+    from .tiff_io import read_image, write_tiff_atomic
+
+    if should_stream(args.input, args.output, chunk=args.chunk, scheduler=args.scheduler):
+        return _cmd_restore_streaming(args)
 
     src, dst = os.path.abspath(args.input), os.path.abspath(args.output)
     if src == dst:
         raise ValueError("OUTPUT is the same file as INPUT; napari-diffir never overwrites its input")
     if os.path.exists(dst) and not args.overwrite:
         raise FileExistsError(f"Output {args.output!r} exists; pass --overwrite to replace it")
-    image = read_tiff(args.input)
+    image = read_image(args.input)
     axes = args.axes or image.axes
     tile = args.tile if args.tile in (None, "auto") else _tile_arg(args.tile)
     bar = _progress_bar(args.quiet)
@@ -72,6 +76,24 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                       metadata=meta)
     if not args.quiet:
         print(f"wrote {args.output} {tuple(out.shape)} {out.dtype}", file=sys.stderr)
+    return 0
+
+
+def _cmd_restore_streaming(args: argparse.Namespace) -> int:
+    """Zarr in or out, --chunk, --scheduler or a TIFF too big for memory: block by block."""
+    from .io.stream import restore_file
+
+    tile = args.tile if args.tile in (None, "auto") else _tile_arg(args.tile)
+    result = restore_file(
+        args.input, args.output, args.restorer, weights=args.weights, options=_parse_options(args.option),
+        axes=args.axes, chunk=args.chunk, tile_size=tile, tile_overlap=args.overlap,
+        device=args.device, precision=args.precision, steps=args.steps, seed=args.seed,
+        output_dtype=args.output_dtype, scheduler=args.scheduler, workers=args.workers,
+        overwrite=args.overwrite, resume=not args.no_resume, progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(f"wrote {args.output} {result.shape} {result.dtype} ({result.axes}; "
+              f"{result.chunks_computed} chunks computed, {result.chunks_resumed} resumed)", file=sys.stderr)
     return 0
 
 
@@ -124,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also list each restorer's options")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("restore", help="restore an image file (TIFF/OME-TIFF)")
+    p = sub.add_parser("restore", help="restore an image file (TIFF/OME-TIFF, OME-Zarr/Zarr)")
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--restorer", "-r", required=True, help="restorer name (see `napari-diffir list`)")
@@ -138,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed for stochastic restorers")
     p.add_argument("--output-dtype", help="float32 (default), 'input' or a numpy dtype name")
     p.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="restorer option")
+    p.add_argument("--chunk", type=int, help="stream block by block with blocks of this many pixels "
+                   "(Y/X; default for Zarr/streaming: the tile size minus the halo)")
+    p.add_argument("--scheduler", help="stream with dask: threads (default), processes, local[:N] or "
+                   "tcp://host:port of a dask.distributed scheduler")
+    p.add_argument("--workers", type=int, help="worker threads/processes for --scheduler")
+    p.add_argument("--no-resume", action="store_true",
+                   help="discard an interrupted streaming run (OUTPUT.partial) instead of resuming it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)

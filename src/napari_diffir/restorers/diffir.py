@@ -1,8 +1,154 @@
-"""Built-in diffir restorers (registered through the same hook as third-party plugins)."""
+"""DiffIR restorers: run an official-format stage-2 checkpoint (or a project-trained one).
+
+``diffir`` takes any DiffIR stage-2 checkpoint given with ``weights=`` and becomes what the
+checkpoint is: super-resolution at its scale (x4/x2/x1), same-size restoration (the motion
+deblurring variant, also used for denoising), or inpainting (then it needs ``mask=``).
+``diffir-inpaint`` is the same restorer for inpainting checkpoints only, listed separately so
+frontends know up front that it needs a mask.
+
+Everything here is metadata plus one tensor-to-tensor call; padding to the model's multiple,
+tiling, channel mapping (grayscale -> RGB checkpoints), precision and seeds are the engine's.
+torch is imported lazily so that listing restorers stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..hookspecs import hookimpl
+from ..restorer import Restorer, RestorerInfo, TileContext
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DiffIRInpaintRestorer", "DiffIRRestorer", "register_restorers"]
+
+# What each model task is called in RestorerInfo.task.
+_INFO_TASK = {"sr": "super-resolution", "deblur": "deblur", "inpaint": "inpaint"}
+
+
+class DiffIRRestorer(Restorer):
+    """Any DiffIR stage-2 checkpoint; task, scale and channels come from the checkpoint.
+
+    ``weights`` is a checkpoint path (``.pth`` BasicSR, ``.ckpt`` Lightning inpainting,
+    ``.safetensors``, bare state dict) or an already built ``DiffIRS2``.
+    Subclasses may set ``default_weights`` (bundled models) and ``accepted_tasks``.
+    """
+
+    info = RestorerInfo(
+        name="diffir",
+        display_name="DiffIR (checkpoint)",
+        task="restore",
+        in_channels=3,
+        multiple_of=8,
+        min_size=8,
+        tile_overlap=32,
+        stochastic=True,
+        description="DiffIR (ICCV 2023) from a stage-2 checkpoint given with weights=: "
+        "super-resolution, deblurring/denoising or inpainting, as the checkpoint was trained.",
+    )
+    default_weights: ClassVar[str | None] = None
+    """Weights used when the caller gives none (bundled restorers set this)."""
+    accepted_tasks: ClassVar[tuple[str, ...]] = ("sr", "deblur", "inpaint")
+    """Model tasks (``DiffIRS2.task``) this restorer runs."""
+    channels_last: ClassVar[bool] = True
+    """Run the network in channels-last memory format (faster on CPU: norms need no copy)."""
+
+    def __init__(self, weights: Any = None, **options: Any) -> None:
+        super().__init__(**options)
+        weights = weights if weights is not None else self.default_weights
+        if weights is None:
+            raise ValueError(
+                f"Restorer {self.info.name!r} needs weights=<path to a DiffIR stage-2 checkpoint "
+                "(.pth, .ckpt or .safetensors)>"
+            )
+        self.model, label = self._load(weights)
+        hp = self.model.hyperparameters
+        task = hp["task"]
+        if task not in self.accepted_tasks:
+            raise ValueError(
+                f"Restorer {self.info.name!r} runs {', '.join(self.accepted_tasks)} checkpoints, but "
+                f"{label} is a DiffIR {task!r} model; use the 'diffir' restorer"
+            )
+        m = self.model.multiple_of
+        image_channels = hp["out_channels"]  # inpainting: the mask is the extra input channel
+        changes: dict[str, Any] = dict(
+            scale=hp["scale"],
+            in_channels=image_channels,
+            out_channels=image_channels,
+            multiple_of=m,
+            min_size=m,
+            needs_mask=task == "inpaint",
+            weights=label,
+        )
+        if self.info.task == "restore":  # generic class: become what the checkpoint is
+            changes["task"] = _INFO_TASK[task]
+            changes["display_name"] = f"DiffIR {_INFO_TASK[task]}" + (f" x{hp['scale']}" if task == "sr" else "")
+        self.info = type(self).info.replace(**changes)
+
+    def _load(self, weights: Any):
+        from ..models.diffir import DiffIRS1, DiffIRS2
+
+        if isinstance(weights, (DiffIRS1, DiffIRS2)):
+            model, label = weights, f"<{type(weights).__name__} instance>"
+        else:
+            from ..checkpoints import load_checkpoint
+
+            loaded = load_checkpoint(weights)
+            if loaded.family != "diffir":
+                raise ValueError(f"{weights!r} is a {loaded.family} checkpoint, not DiffIR")
+            model, label = loaded.model, str(weights)
+        if isinstance(model, DiffIRS1):
+            raise ValueError(
+                f"{label} is a DiffIR stage-1 (DiffIRS1) model, which needs the ground-truth image "
+                "to extract its prior; restore with the stage-2 (DiffIRS2) checkpoint"
+            )
+        model.eval().requires_grad_(False)
+        if self.channels_last:
+            import torch
+
+            model.to(memory_format=torch.channels_last)
+        return model, label
+
+    def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
+        import torch
+
+        model = self.model
+        b = x.shape[0]
+        inp, mask = x, None
+        if model.task == "inpaint":
+            if ctx.mask is None:
+                raise ValueError(f"Restorer {self.info.name!r} needs a mask (1 = pixels to fill); pass mask=")
+            mask = (ctx.mask > 0).to(x.dtype).expand(b, 1, -1, -1)
+            inp = torch.cat([x * (1 - mask), mask], dim=1)
+        if self.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        noise = None
+        if ctx.seed is not None:  # one IPR start shared by every tile of the image
+            noise = ctx.noise_vector(model.ipr_dim, device=x.device).expand(b, -1)
+        out = model.restore(inp, noise=noise)  # without a seed: torch.randn, as upstream
+        if mask is not None:  # keep known pixels exactly (LaMa-style compositing)
+            out = mask * out + (1 - mask) * x
+        ctx.step(1, 1)
+        return out.contiguous()
+
+
+class DiffIRInpaintRestorer(DiffIRRestorer):
+    """DiffIR inpainting checkpoints only (needs ``mask=``: 1 = pixels to fill)."""
+
+    info = DiffIRRestorer.info.replace(
+        name="diffir-inpaint",
+        display_name="DiffIR inpainting (checkpoint)",
+        task="inpaint",
+        needs_mask=True,
+        description="DiffIR (ICCV 2023) inpainting from a stage-2 checkpoint given with weights= "
+        "(CelebA-HQ, Places2 or big Places2 models); fills the pixels where mask > 0.",
+    )
+    accepted_tasks = ("inpaint",)
 
 
 @hookimpl
 def register_restorers(register):
-    """Nothing registered yet: filled in by the diffir work."""
+    """Register the checkpoint-driven DiffIR restorers."""
+    register(DiffIRRestorer)
+    register(DiffIRInpaintRestorer)

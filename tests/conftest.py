@@ -59,3 +59,62 @@ def third_party_plugin(tmp_path, monkeypatch, fresh_registry):
     monkeypatch.syspath_prepend(str(site))
     yield site
     sys.modules.pop("napari_diffir_invert", None)
+
+
+# --- widget fixtures (napari Restore widget tests) ---------------------------------------------
+
+WIDGET_PLUGIN_SOURCE = '''
+import time
+import torch
+from napari_diffir import Restorer, RestorerInfo, hookimpl
+
+
+class SlowSteps(Restorer):
+    """A 'diffusion sampler' that takes 20 ms per step and reports every step."""
+    info = RestorerInfo(name="slow-steps", display_name="Slow sampler (widget test)", task="denoise",
+                        in_channels=None, stochastic=True)
+    calls = 0
+
+    def restore_tile(self, x, ctx):
+        steps = ctx.steps or 100
+        for i in range(steps):
+            type(self).calls += 1
+            time.sleep(0.02)
+            ctx.step(i + 1, steps)
+        return x.clone()
+
+
+class OutOfMemory(Restorer):
+    info = RestorerInfo(name="always-oom", display_name="Always out of memory (widget test)",
+                        task="denoise", in_channels=None)
+
+    def restore_tile(self, x, ctx):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+class FillMask(Restorer):
+    """Sets masked pixels to 0.5 (in the engine's [0, 1] range), keeps the others."""
+    info = RestorerInfo(name="fill-mask", display_name="Fill mask (widget test)", task="inpaint",
+                        in_channels=None, needs_mask=True)
+
+    def restore_tile(self, x, ctx):
+        m = (ctx.mask > 0).to(x.dtype)
+        return x * (1 - m) + 0.5 * m
+
+
+@hookimpl
+def register_restorers(register):
+    register(SlowSteps)
+    register(OutOfMemory)
+    register(FillMask)
+'''
+
+
+@pytest.fixture
+def widget_plugin(tmp_path, monkeypatch, fresh_registry):
+    """Installs 'napari-diffir-widget-test' with slow-steps, always-oom and fill-mask restorers."""
+    site = write_plugin_dist(tmp_path / "widget-site", "napari-diffir-widget-test",
+                             "napari_diffir_widget_test", WIDGET_PLUGIN_SOURCE)
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("napari_diffir_widget_test", None)

@@ -1,0 +1,138 @@
+"""Where dask runs the blocks: ``threads``, ``processes``, a local cluster or a running scheduler.
+
+``--scheduler`` on the command line maps to :func:`open_scheduler`:
+
+- ``threads`` (default): dask's thread pool in this process (one model shared by the threads).
+- ``processes``: dask's process pool on this machine (one model per process).
+- ``synchronous``: one block after another in this thread (debugging).
+- ``local`` or ``local:N``: a ``distributed.LocalCluster`` with N single-threaded worker processes.
+- ``tcp://host:port`` (or ``tls://``, ``ws://``, ``wss://``): a running dask.distributed
+  scheduler, e.g. one started by dask-jobqueue on SLURM or by ``dask scheduler``; its workers
+  must see the input and output paths and have napari-diffir installed.
+
+:meth:`Scheduler.compute_each` runs a list of delayed tasks and calls back as each finishes,
+which the streaming writer uses to record progress chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Sequence
+
+REMOTE_PREFIXES = ("tcp://", "tls://", "ws://", "wss://", "inproc://", "ucx://")
+LOCAL_KINDS = ("threads", "processes", "synchronous")
+
+
+class Scheduler:
+    """A resolved scheduler: ``kind`` and, for distributed ones, the ``client``."""
+
+    def __init__(self, kind: str, client: Any = None, workers: int | None = None) -> None:
+        self.kind = kind
+        self.client = client
+        self.workers = workers
+
+    def __repr__(self) -> str:
+        where = f" {self.client.scheduler.address}" if self.client is not None else ""
+        return f"<Scheduler {self.kind}{where}>"
+
+    def compute_each(self, tasks: Sequence[Any], on_done: Callable[[Any], None]) -> None:
+        """Compute dask ``tasks``, calling ``on_done(result)`` in this thread as each finishes."""
+        if not tasks:
+            return
+        if self.client is not None:
+            self._distributed(tasks, on_done)
+        else:
+            self._local(tasks, on_done)
+
+    def _local(self, tasks, on_done) -> None:
+        import dask
+        from dask.callbacks import Callback
+
+        wanted = {t.key for t in tasks}
+
+        class _Finished(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):
+                if key in wanted:
+                    on_done(result)
+
+        kwargs = {"num_workers": self.workers} if self.workers and self.kind != "synchronous" else {}
+        with _Finished():
+            dask.compute(*tasks, scheduler=self.kind, **kwargs)
+
+    def _distributed(self, tasks, on_done) -> None:
+        from distributed import as_completed
+
+        futures = self.client.compute(list(tasks))
+        try:
+            for future in as_completed(futures):
+                on_done(future.result())
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a remote scheduler before giving up with a clear message."""
+
+
+@contextlib.contextmanager
+def open_scheduler(spec: str | None = None, *, workers: int | None = None,
+                   timeout: float | None = None) -> Iterator[Scheduler]:
+    """Resolve ``spec`` to a :class:`Scheduler` that plain ``dask.compute`` calls inside the
+    ``with`` block also use; clusters and clients are closed on exit."""
+    import dask
+
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    name = (spec or "threads").strip()
+    lower = name.lower()
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer, but got {workers!r}")
+    if lower in ("threads", "threading", "processes", "multiprocessing", "synchronous", "sync"):
+        kind = {"threading": "threads", "multiprocessing": "processes", "sync": "synchronous"}.get(lower, lower)
+        config = {"scheduler": kind, **({"num_workers": workers} if workers else {})}
+        with dask.config.set(config):
+            yield Scheduler(kind, workers=workers)
+        return
+    if lower == "local" or lower.startswith("local:"):
+        n = workers
+        if ":" in lower:
+            try:
+                n = int(lower.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"--scheduler local:N needs an integer N, but got {spec!r}") from None
+        Client, LocalCluster = _distributed_classes()
+        with LocalCluster(n_workers=n or 2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+            with dask.config.set(scheduler=client), client.as_current():
+                yield Scheduler("distributed", client)
+        return
+    if lower.startswith(REMOTE_PREFIXES):
+        Client, _ = _distributed_classes()
+        try:
+            client = Client(name, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(
+                f"Cannot reach the dask scheduler at {name} within {timeout:g} s ({exc}). Check that "
+                "`dask scheduler` (or your dask-jobqueue cluster) is running at that address and "
+                "reachable from here, or use --scheduler threads / processes / local"
+            ) from None
+        try:
+            with dask.config.set(scheduler=client), client.as_current():
+                yield Scheduler("distributed", client)
+        finally:
+            client.close()
+        return
+    raise ValueError(
+        f"Unknown scheduler {spec!r}; use threads, processes, synchronous, local[:N] "
+        "or the address of a dask.distributed scheduler (tcp://host:port)"
+    )
+
+
+def _distributed_classes():
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError(
+            "This scheduler needs dask.distributed: pip install 'napari-diffir[distributed]'"
+        ) from None
+    return Client, LocalCluster

@@ -310,7 +310,7 @@ def _mask_like(mask: Any, x, layout: Layout, info):
         )
     target = tuple(1 if a == "C" else n for a, n in zip(layout.axes, layout.shape))
     chunks = tuple((1,) if a == "C" else c for a, c in zip(layout.axes, x.chunks))
-    return da.broadcast_to((m > 0).astype(np.uint8), target, chunks=chunks)
+    return da.broadcast_to((m > 0).astype(np.uint8), target).rechunk(chunks)
 
 
 class _BlockRestorer:

@@ -46,6 +46,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-every", type=int, default=200)
     g.add_argument("--checkpoint-minutes", type=float, default=3.0)
     g.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
+    g.add_argument("--stop-after", type=int, default=None,
+                   help="stop (and save) after this many steps in this session; rerun to resume")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -91,13 +93,35 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     return train
 
 
+def canonical_command(args: argparse.Namespace) -> str:
+    """The full ``napari-diffir train`` command with every option spelled out (defaults too),
+    so a model card reproduces the run even if the CLI's defaults change later."""
+    import shlex
+
+    parts = ["napari-diffir", "train", args.family]
+    for key, value in vars(args).items():
+        if key in ("func", "command", "family") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            if key in ("data", "paired"):
+                parts += [flag, *map(str, value)]
+            else:
+                parts += [flag, ",".join(map(str, value))]
+        else:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def prepare(args: argparse.Namespace):
     """Validate everything and build ``(stage, sampler, val, loop_config, card)``; no training."""
     import numpy as np
 
     from . import data as D
     from .degradations import Degradation
-    from .loop import LoopConfig, command_line
+    from .loop import LoopConfig
 
     if args.channels != 1:
         raise ValueError(f"Only single-channel training is implemented (--channels 1), but got {args.channels}")
@@ -168,6 +192,9 @@ def prepare(args: argparse.Namespace):
     input_metrics = {"psnr": round(b_psnr, 3), "ssim": round(b_ssim, 4),
                      "what": "bicubic upsampling of the LR input" if scale > 1 else "the noisy input"}
 
+    import torch
+
+    torch.manual_seed(args.seed)  # deterministic initial weights
     if family == "diffir":
         from .diffir import Stage1, Stage2
 
@@ -184,8 +211,8 @@ def prepare(args: argparse.Namespace):
         hyper = stage.net.hyperparameters
     cfg = LoopConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, patch_size=p, lr=args.lr,
                      ema=ema, seed=args.seed, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
-                     max_minutes=args.max_minutes, threads=args.threads, progress=not args.quiet,
-                     resume=not args.no_resume, command=command_line())
+                     max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads, progress=not args.quiet,
+                     resume=not args.no_resume, command=canonical_command(args))
     card = {
         "name": name,
         "family": family,

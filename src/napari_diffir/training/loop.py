@@ -43,6 +43,8 @@ class LoopConfig:
     val_every: int = 200
     checkpoint_minutes: float = 3.0
     max_minutes: float | None = None
+    stop_after: int | None = None
+    """Stop (and save) after this many steps in this session: chunked runs, e.g. on a cluster."""
     threads: int | None = None
     progress: bool = True
     resume: bool = True
@@ -273,9 +275,13 @@ def run_stage(
     session_start = time.time()
     base_wall = state.wall_time
     losses: list[float] = []
+    start_step = state.step
     while state.step < cfg.steps:
         if cfg.max_minutes is not None and (time.time() - session_start) > cfg.max_minutes * 60:
             log(f"[{stage.name}] time budget of {cfg.max_minutes} min reached at step {state.step}")
+            break
+        if cfg.stop_after is not None and state.step - start_step >= cfg.stop_after:
+            log(f"[{stage.name}] stopping after {cfg.stop_after} steps this session (step {state.step})")
             break
         step = state.step
         rng = np.random.default_rng([cfg.seed, step])  # per-step seeds: resuming is exact

@@ -1,0 +1,201 @@
+"""Training pipelines: data reading and checks, degradations, tiny end-to-end runs, resume, cards.
+
+Every run here is a handful of steps of a tiny network on tiny images (seconds on one CPU core).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_diffir.cli import main
+from napari_diffir.training import data as D
+from napari_diffir.training.degradations import Degradation, add_poisson_gaussian_noise, bicubic_downsample
+
+TINY_DIFFIR = ["--dim", "8", "--num-blocks", "1,1,1,1", "--refinement", "0", "--n-encoder-res", "0",
+               "--n-feats", "4", "--heads", "1,1,1,1"]
+TINY_SRDIFF = ["--hidden", "8", "--dim-mults", "1,2", "--rrdb-blocks", "2", "--rrdb-feat", "8"]
+LOOP = ["--batch-size", "2", "--val-count", "2", "--threads", "1", "--quiet", "--seed", "3"]
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    """Three small clean images: a 2-page uint16 TIFF stack and an 8-bit RGB PNG."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "images"
+    d.mkdir()
+    yy, xx = np.mgrid[0:40, 0:48]
+    blob = np.exp(-((yy - 20) ** 2 + (xx - 24) ** 2) / 60.0)
+    stack = np.stack([blob * 4000 + 300, blob[::-1] * 3000 + 200]).astype(np.uint16)
+    tifffile.imwrite(d / "stack.tif", stack)
+    iio.imwrite(d / "rgb.png", (rng.random((40, 40, 3)) * 255).astype(np.uint8))
+    return d
+
+
+def _train(*args):
+    return main(["train", *map(str, args)])
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_load_images_reads_stacks_rgb_and_normalises(image_dir):
+    """A 2-page TIFF gives two planes, an RGB PNG one luminance plane, all scaled to ~[0, 1]."""
+    images = D.load_images([image_dir], min_size=16)
+    names = [n for n, _ in images]
+    assert len(images) == 3 and sum("stack.tif[" in n for n in names) == 2
+    for _, a in images:
+        assert a.ndim == 2 and a.dtype == np.float32
+        lo, hi = np.percentile(a, D.PERCENTILES)
+        assert abs(lo) < 1e-3 and abs(hi - 1) < 1e-3
+
+
+def test_empty_folder_and_unreadable_file_fail_clearly(tmp_path):
+    """An empty folder or a corrupt image is a TrainingDataError naming the path."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(D.TrainingDataError, match="contains no images"):
+        D.load_images([tmp_path / "empty"])
+    bad = tmp_path / "bad" / "broken.tif"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a tiff at all")
+    with pytest.raises(D.TrainingDataError, match="Cannot read training image.*broken.tif"):
+        D.load_images([bad.parent])
+    with pytest.raises(D.TrainingDataError, match="does not exist"):
+        D.load_images([tmp_path / "missing"])
+
+
+def test_images_smaller_than_patch_fail_before_training(image_dir, tmp_path, capsys):
+    """The CLI exits with code 2 and names the small images; nothing is written."""
+    out = tmp_path / "run"
+    assert _train("diffir", "--stage", "1", "--data", image_dir, "--patch-size", "64", "--out", out, *LOOP) == 2
+    err = capsys.readouterr().err
+    assert "smaller than the patch size 64" in err and "stack.tif" in err
+    assert not out.exists()
+
+
+def test_held_out_images_are_never_in_the_builtin_sets():
+    """camera and nuclei z=30/45 are the benchmark's test set."""
+    assert "camera.png" not in D.SKIMAGE_TRAINING
+    assert 30 not in D.NUCLEI_TRAIN_Z and 45 not in D.NUCLEI_TRAIN_Z
+
+
+def test_sampler_shares_one_affine_map_between_input_and_target():
+    """With no degradation, the normalised LQ equals the GT exactly (same map for both)."""
+    img = np.random.default_rng(1).random((64, 64)).astype(np.float32) * 5 + 2
+    s = D.PatchSampler([img], 32, lambda x, rng: x.copy())
+    lq, gt = s.batch(np.random.default_rng(0), 3)
+    assert lq.shape == gt.shape == (3, 1, 32, 32)
+    torch.testing.assert_close(lq, gt)
+
+
+def test_sr_sampler_makes_matlab_bicubic_lr():
+    """For scale 4 the LQ patch is the MATLAB-bicubic downsampling of the GT patch."""
+    img = np.random.default_rng(2).random((64, 64)).astype(np.float32)
+    s = D.PatchSampler([img], 32, Degradation.preset("sr", scale=4), scale=4, context=1, augment=False)
+    lq, gt = s.sample(np.random.default_rng(0))
+    assert lq.shape == (8, 8) and gt.shape == (32, 32)
+    np.testing.assert_allclose(lq, bicubic_downsample(gt, 4), atol=1e-5)
+
+
+def test_poisson_gaussian_noise_is_unbiased_and_scales_with_photons():
+    """Shot noise keeps the mean; its variance is intensity / peak."""
+    rng = np.random.default_rng(0)
+    clean = np.full((200, 200), 0.5, np.float32)
+    noisy = add_poisson_gaussian_noise(clean, 20.0, 0.0, rng)
+    assert abs(noisy.mean() - 0.5) < 0.01
+    assert abs(noisy.var() - 0.5 / 20) < 0.003
+
+
+def test_builtin_synthetic_images_are_reproducible():
+    a = D.synthetic_fluorescence(2, size=64, seed=5)
+    b = D.synthetic_fluorescence(2, size=64, seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and a[0].min() >= 0
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_diffir_two_stages_cards_resume_and_bundled_loading(image_dir, tmp_path):
+    """S1 then S2 on tiny data; the S2 file loads as a blind DiffIRS2 restorer; cards say it all."""
+    s1 = tmp_path / "s1"
+    assert _train("diffir", "--stage", "1", "--data", image_dir, "--patch-size", "16", "--steps", "3",
+                  "--val-every", "2", "--out", s1, *TINY_DIFFIR, *LOOP) == 0
+    card = json.loads((s1 / "best.json").read_text())
+    assert card["variant"] == "DiffIRS1" and card["task"] == "denoise" and card["in_channels"] == 1
+    assert card["architecture"]["hyperparameters"]["dim"] == 8
+    assert card["normalization"]["percentiles"] == list(D.PERCENTILES)
+    assert "train diffir --stage 1" in card["training"]["command"]
+    last = json.loads((s1 / "last.json").read_text())
+    assert last["training"]["steps"] == 3 and last["training"]["wall_time_s"] >= 0
+    assert [h["step"] for h in last["validation"]["history"]] == [0, 2, 3]
+
+    # stage 2 without a stage-1 checkpoint: a clear error before training
+    assert _train("diffir", "--stage", "2", "--data", image_dir, "--patch-size", "16", "--out",
+                  tmp_path / "bad", *TINY_DIFFIR, *LOOP) == 2
+    assert _train("diffir", "--stage", "2", "--s1", tmp_path / "nope.safetensors", "--data", image_dir,
+                  "--patch-size", "16", "--out", tmp_path / "bad", *TINY_DIFFIR, *LOOP) == 2
+
+    s2 = tmp_path / "s2"
+    assert _train("diffir", "--stage", "2", "--s1", s1 / "best.safetensors", "--data", image_dir,
+                  "--patch-size", "16", "--steps", "2", "--val-every", "0", "--out", s2, *TINY_DIFFIR, *LOOP) == 0
+    from napari_diffir.restorers.bundled import DiffIRDenoise
+
+    restorer = DiffIRDenoise(weights=str(s2 / "best.safetensors"))
+    assert restorer.info.name == "diffir-denoise" and restorer.info.in_channels == 1
+    import napari_diffir
+
+    out = napari_diffir.restore(np.random.default_rng(0).random((24, 20)).astype(np.float32), restorer, seed=1)
+    assert out.shape == (24, 20) and np.isfinite(out).all()
+
+
+def test_resume_continues_exactly(image_dir, tmp_path):
+    """3 steps + 2 resumed steps give the same weights as 5 steps in one go (per-step seeds)."""
+    from safetensors.torch import load_file
+
+    args = ["diffir", "--stage", "1", "--data", image_dir, "--patch-size", "16", "--val-every", "0",
+            *TINY_DIFFIR, *LOOP]
+    assert _train(*args, "--steps", "5", "--out", tmp_path / "once") == 0
+    assert _train(*args, "--steps", "5", "--stop-after", "3", "--out", tmp_path / "twice") == 0
+    assert json.loads((tmp_path / "twice" / "state.json").read_text())["step"] == 3
+    assert _train(*args, "--steps", "5", "--out", tmp_path / "twice") == 0
+    a = load_file(str(tmp_path / "once" / "last_ema.safetensors"))
+    b = load_file(str(tmp_path / "twice" / "last_ema.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    assert json.loads((tmp_path / "twice" / "state.json").read_text())["step"] == 5
+
+
+def test_srdiff_needs_rrdb_then_trains_and_exports(image_dir, tmp_path, capsys):
+    """Diffusion without the RRDB fails clearly; with it the export loads as an SRDiff checkpoint."""
+    common = ["--scale", "4", "--data", image_dir, "--patch-size", "16", "--val-every", "0", *TINY_SRDIFF, *LOOP]
+    assert _train("srdiff", "--stage", "diffusion", *common, "--out", tmp_path / "d") == 2
+    assert "pre-trained RRDB" in capsys.readouterr().err
+    assert _train("srdiff", "--stage", "rrdb", *common, "--steps", "2", "--out", tmp_path / "r") == 0
+    assert _train("srdiff", "--stage", "diffusion", *common, "--steps", "2", "--rrdb",
+                  tmp_path / "r" / "best.safetensors", "--out", tmp_path / "d") == 0
+    from napari_diffir.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(tmp_path / "d" / "best.safetensors")
+    assert loaded.family == "srdiff" and loaded.model.in_channels == 1 and loaded.model.scale == 4
+    card = json.loads((tmp_path / "d" / "best.json").read_text())
+    assert card["name"] == "srdiff-sr4" and card["scale"] == 4 and card["validation_input"]["psnr"] > 0
+
+
+def test_bundled_registers_only_installed_weights(tmp_path, monkeypatch):
+    """No weights file, no restorer: a source checkout without weights lists nothing bundled."""
+    from napari_diffir.restorers import bundled
+
+    monkeypatch.setattr(bundled, "WEIGHTS_DIR", tmp_path)
+    seen = []
+    bundled.register_restorers(seen.append)
+    assert seen == []
+    (tmp_path / "diffir-sr4.safetensors").write_bytes(b"")
+    bundled.register_restorers(seen.append)
+    assert [c.info.name for c in seen] == ["diffir-sr4"]

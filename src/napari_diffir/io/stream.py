@@ -144,7 +144,13 @@ def restore_file(
             raise RuntimeError(f"block grid {out.numblocks} differs from the manifest's {manifest.grid}")
         tasks = _write_tasks(out, manifest, plan.partial, plan.perm)
         resumed = manifest.finished
-        _run(tasks, manifest, sched, progress, plan.name)
+        try:
+            _run(tasks, manifest, sched, progress, plan.name)
+        except (KeyboardInterrupt, Exception):
+            if manifest.finished > resumed or resumed:
+                say(f"stopped: {manifest.finished} of {manifest.total} chunks are kept in "
+                    f"{plan.partial}; rerun the same command to resume")
+            raise
     forget_output_array(plan.partial)
     _finish(plan, state)
     return StreamResult(

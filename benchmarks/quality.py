@@ -100,7 +100,8 @@ def optional_denoisers() -> dict:
     return extra
 
 
-def run(quick: bool = False, figure: str | None = None, json_path: str | None = None, seed: int = 0) -> dict:
+def run(quick: bool = False, figure: str | None = None, json_path: str | None = None, seed: int = 0,
+        ddpm: bool = False) -> dict:
     import napari_diffir
     from napari_diffir.resize import imresize
     from skimage.restoration import denoise_nl_means, estimate_sigma
@@ -151,6 +152,9 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
         outs["lanczos"] = timed("lanczos", lambda: napari_diffir.restore(lr, napari_diffir.get_restorer("lanczos", scale=4)))
         for name in bundled_sr:
             outs[name] = timed(name, lambda: napari_diffir.restore(lr, name, seed=seed))
+        if ddpm and "srdiff-sr4" in bundled_sr:  # the official sampler: all 100 ancestral steps
+            r = napari_diffir.get_restorer("srdiff-sr4", sampler="ddpm")
+            outs["srdiff-sr4 ddpm-100"] = timed("srdiff-sr4 ddpm-100", lambda: napari_diffir.restore(lr, r, seed=seed))
         row = {"image": img_name}
         for label, out in outs.items():
             row[label] = psnr(to_y(hr), to_y(out), crop=4)
@@ -237,8 +241,9 @@ def main(argv=None) -> int:
     p.add_argument("--figure", help="write a before/after PNG")
     p.add_argument("--quick", action="store_true", help="sigma 25 and one Poisson level only")
     p.add_argument("--seed", type=int, default=0, help="seed of the stochastic restorers")
+    p.add_argument("--ddpm", action="store_true", help="also run srdiff-sr4 with the official 100-step DDPM sampler")
     args = p.parse_args(argv)
-    run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed)
+    run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed, ddpm=args.ddpm)
     return 0
 
 

@@ -184,7 +184,7 @@ def _layer_data(layer) -> Any:
 class RestoreWidget(Container):
     """Restore the selected image layer with any registered restorer; output goes to a new layer."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer") -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self._viewer = viewer
         self._infos: dict[str, RestorerInfo] = {}

@@ -30,8 +30,8 @@ def _listing(path: Path) -> tuple[list[tuple[str, list[int]]], dict[str, str]]:
             if line.startswith("# numel:"):
                 header.update(kv.split("=") for kv in line[len("# numel:"):].split())
             continue
-        key, shape, _kind = line.split("\t")
-        rows.append((key, ast.literal_eval(shape)))
+        key, shape = line.split("\t")[:2]
+        rows.append((key, list(ast.literal_eval(shape))))
     return rows, header
 
 

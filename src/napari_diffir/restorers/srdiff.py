@@ -86,9 +86,18 @@ class SRDiffRestorer(Restorer):
                 f"{os.fspath(path)!r} is an x{model.scale} SRDiff model; it cannot upscale x{wanted} "
                 f"(omit scale= or pass scale={model.scale})")
         self.model = model.eval()
+        self.to("cpu")
         self.info = type(self).info.replace(
             scale=model.scale, in_channels=model.in_channels, out_channels=model.out_channels,
             multiple_of=model.lr_multiple, weights=os.fspath(path))
+
+    def to(self, device: torch.device | str) -> "SRDiffRestorer":
+        """Move the model; on CPU the U-Net weights are kept channels-last (faster oneDNN convs)."""
+        device = torch.device(device)
+        fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        self.model.to(device)
+        self.model.denoise_fn.to(memory_format=fmt)
+        return self
 
     def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
         opts = self.options

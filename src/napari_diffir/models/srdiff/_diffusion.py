@@ -171,7 +171,8 @@ class SRDiff(nn.Module):
         (``eta`` 0 = deterministic) or ``"dpm++2m"``. Draws come from ``generator`` or, without
         one, from ``torch.randn`` in the official order (so ``torch.manual_seed`` reproduces the
         release's output); ``noise(like, stream)`` overrides both. ``callback(done, total)`` is
-        called after every step. The RRDB runs once. An LR size whose upscaled size is not a
+        called after every step. The RRDB and the condition projection run once per call; on CPU
+        the U-Net runs on channels-last tensors. An LR size whose upscaled size is not a
         multiple of :attr:`hr_multiple` is reflect-padded and the result cropped back.
         """
         if img_lr.ndim != 4 or img_lr.shape[1] != self.in_channels:
@@ -194,6 +195,8 @@ class SRDiff(nn.Module):
         if img_lr_up is None:
             img_lr_up = self.upsample_lr(img_lr)
         cond = self.denoise_fn.project_cond(self.rrdb.features(img_lr))
+        if x.device.type == "cpu":  # oneDNN convolutions run ~10% faster on NHWC tensors
+            x, cond = (v.contiguous(memory_format=torch.channels_last) for v in (x, cond))
         res = run_sampler(self, x, cond, sampler=sampler, steps=steps, eta=eta, noise=noise, callback=callback)
         return self.res2img(res, img_lr_up)[..., : h * s, : w * s]
 

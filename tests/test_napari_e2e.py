@@ -70,10 +70,12 @@ def test_dock_through_the_manifest_load_the_sample_and_restore(make_napari_viewe
     viewer.open_sample("napari-diffir", "clean_nuclei")
     noisy_layer = viewer.layers["noisy nuclei"]
     before = noisy_layer.data.copy()
-    widget._image.value = noisy_layer
-    widget._restorer.value = "nlmeans"
-    future = widget.run()
-    qtbot.waitUntil(future.done, timeout=60_000)
+    # a scripted session sets the public fields and waits for the run
+    widget.image.value = noisy_layer
+    widget.restorer.value = "nlmeans"
+    widget.restorer_options.strength.value = 0.8
+    future = widget.run(wait=True, timeout=60)
+    assert future.done() and not widget.running
     out = future.result()
     assert out.name == "noisy nuclei [nlmeans]" and out.data.shape == (256, 256)
     assert noisy_layer.data.tobytes() == before.tobytes()

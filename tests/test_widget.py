@@ -130,6 +130,36 @@ def test_device_indicator_and_precision_check(viewer):
     assert widget._run.enabled
 
 
+def test_tile_steps_and_seed_fields_are_validated_as_typed(widget_plugin, viewer):
+    viewer.add_image(_image((32, 32)))
+    widget = _widget(viewer)
+    widget._tile.value = "16"
+    assert not widget._run.enabled and "at least 32" in widget._status.value
+    widget._tile.value = "big"
+    assert not widget._run.enabled and "'auto' or 'none'" in widget._status.value
+    widget._tile.value = "64"
+    widget._overlap.value = "64"
+    assert not widget._run.enabled and "smaller than the tile size" in widget._status.value
+    widget._overlap.value = "auto"
+    widget._tile.value = "none"
+    assert widget._run.enabled
+    job, _ = widget.make_job()
+    assert job.tile_size is None and job.tile_overlap is None
+    widget._restorer.value = "slow-steps"
+    widget._seed.value = "-3"
+    assert not widget._run.enabled and "Seed must be at least 0" in widget._status.value
+    widget._seed.value = "42"
+    widget._steps.value = "x"
+    assert not widget._run.enabled and "Steps" in widget._status.value
+    widget._steps.value = "5"
+    job, _ = widget.make_job()
+    assert (job.steps, job.seed) == (5, 42)
+    widget._restorer.value = "tv"  # not stochastic: steps and seed are not part of the form
+    assert not shown(widget._steps) and not shown(widget._seed)
+    job, _ = widget.make_job()
+    assert (job.steps, job.seed) == (None, None)
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -140,8 +170,8 @@ def test_run_adds_a_new_layer_and_leaves_the_input_untouched(viewer, qtbot):
                              scale=(0.5, 0.25), translate=(3.0, 4.0), contrast_limits=(0, 5000))
     widget = _widget(viewer)
     widget._restorer.value = "tv"
-    widget._tile.value = 32
-    widget._overlap.value = 8
+    widget._tile.value = "32"
+    widget._overlap.value = "8"
     future = _run(qtbot, widget)
     out = future.result()
     _assert_idle(widget)
@@ -225,7 +255,7 @@ def test_dask_layer_is_restored_without_adding_a_lazy_graph(viewer, qtbot):
     viewer.add_image(lazy, name="big")
     widget = _widget(viewer)
     widget._restorer.value = "lanczos"
-    widget._overlap.value = 8
+    widget._overlap.value = "8"
     out = _run(qtbot, widget).result()
     assert isinstance(out.data, np.ndarray)
     np.testing.assert_allclose(out.data, nd.restore(data, "lanczos", axes="ZYX", tile_overlap=8), atol=1e-5)
@@ -244,7 +274,7 @@ def test_cancel_mid_run_adds_no_layer_and_resets_the_ui(widget_plugin, viewer, q
     widget = _widget(viewer)
     widget._restorer.value = "slow-steps"
     assert shown(widget._steps) and shown(widget._seed)
-    widget._steps.value = 2000  # 40 s if not cancelled
+    widget._steps.value = "2000"  # 40 s if not cancelled
     future = widget.run()
     assert widget.running and not widget._run.enabled and widget._cancel.enabled
     with pytest.raises(RuntimeError, match="already running"):
@@ -356,7 +386,7 @@ def test_loading_a_checkpoint_shows_its_architecture_and_selects_its_restorer(vi
     assert widget._restorer.value == "srdiff" and widget._weights.value == str(path)
     assert "Detected srdiff" in widget._weights_info.value and "scale 4" in widget._weights_info.value
     widget._option_widgets["steps"].value = 2
-    widget._seed.value = 7 if shown(widget._seed) else widget._seed.value
+    widget._seed.value = "7" if shown(widget._seed) else widget._seed.value
     out = _run(qtbot, widget).result()
     assert out.data.shape == (64, 64)
     assert out.metadata["napari_diffir"]["weights"] == str(path)

@@ -159,7 +159,7 @@ def device_indicator() -> tuple[str, str]:
         colour = "#e5a03d"
     else:
         colour = "#9a9a9a"
-    return f"● torch {torch.__version__}: {text}", colour
+    return f"● {text} · torch {torch.__version__}", colour
 
 
 def shown(widget) -> bool:
@@ -199,39 +199,36 @@ class RestoreWidget(Container):
         self._worker = None
         self.last_outcome: Outcome | None = None
 
-        self._image = ComboBox(label="Image", choices=self._image_choices)
-        self._restorer = ComboBox(label="Restorer")
-        self._about = Label(label=" ")
-        self._weights = ComboBox(label="Weights")
-        self._weights_info = Label(label=" ")
-        self._options = Container(labels=True, label="Options")
-        self._steps = SpinBox(label="Steps", min=0, max=10_000, value=0,
-                              tooltip="Sampling steps (default: the restorer's)")
-        self._seed = SpinBox(label="Seed", min=-1, max=INT_LIMIT, value=-1,
-                             tooltip="Same seed, same result; 'random' draws one and records it")
-        self._mask = ComboBox(label="Mask", choices=self._mask_choices, nullable=True,
+        self._image = ComboBox(name="image", label="Image", choices=self._image_choices)
+        self._restorer = ComboBox(name="restorer", label="Restorer")
+        self._about = Label(name="about", label=" ")
+        self._weights = ComboBox(name="weights", label="Weights")
+        self._weights_info = Label(name="weights_info", label=" ")
+        self._options = Container(name="restorer_options", labels=True, label="Options")
+        self._steps = LineEdit(name="steps", label="Steps", value="default",
+                               tooltip="Sampling steps: 'default' (the restorer's) or a number")
+        self._seed = LineEdit(name="seed", label="Seed", value="random",
+                              tooltip="Same seed, same result; 'random' draws one and records it")
+        self._mask = ComboBox(name="mask", label="Mask", choices=self._mask_choices, nullable=True,
                               tooltip="Labels or Shapes layer: pixels to fill (> 0)")
-        self._axes = LineEdit(label="Axes", tooltip="One letter per dimension from S T Z C Y X")
-        self._slice = CheckBox(text="Current slice only", tooltip="Restore only the plane on screen")
-        self._tile = SpinBox(label="Tile size", min=0, max=65_536, step=32, value=0,
-                             tooltip="Tile side in input pixels ('auto': from the model and free memory)")
-        self._overlap = SpinBox(label="Tile overlap", min=-1, max=4096, value=-1,
-                                tooltip="Overlap between tiles ('auto': the model's receptive-field halo)")
-        self._device = ComboBox(label="Device", choices=device_choices(), value="auto")
-        self._device_info = Label(label=" ")
-        self._precision = ComboBox(label="Precision", choices=["fp32", "bf16", "fp16"], value="fp32",
+        self._axes = LineEdit(name="axes", label="Axes", tooltip="One letter per dimension from S T Z C Y X")
+        self._slice = CheckBox(name="current_slice", text="Current slice only", tooltip="Restore only the plane on screen")
+        self._tile = LineEdit(name="tile_size", label="Tile size", value="auto",
+                              tooltip="Tile side in input pixels: 'auto' (from the model and free "
+                              "memory), 'none' (whole image at once) or a number >= 32")
+        self._overlap = LineEdit(name="tile_overlap", label="Tile overlap", value="auto",
+                                 tooltip="Overlap between tiles in pixels: 'auto' (the model's halo) or a number")
+        self._device = ComboBox(name="device", label="Device", choices=device_choices(), value="auto")
+        self._device_info = Label(name="device_info", label=" ")
+        self._precision = ComboBox(name="precision", label="Precision", choices=["fp32", "bf16", "fp16"], value="fp32",
                                    tooltip="bf16/fp16 autocast: faster on recent hardware, slightly less exact")
-        self._dtype = ComboBox(label="Output type", choices=[("float32", "float32"), ("same as input", "input")],
+        self._dtype = ComboBox(name="output_type", label="Output type", choices=[("float32", "float32"), ("same as input", "input")],
                                value="float32")
-        self._run = PushButton(text="Run")
-        self._cancel = PushButton(text="Cancel", enabled=False)
-        self._progress = ProgressBar(label="Progress", min=0, max=1000, value=0)
-        self._status = Label(label=" ")
+        self._run = PushButton(name="run_button", text="Run")
+        self._cancel = PushButton(name="cancel_button", text="Cancel", enabled=False)
+        self._progress = ProgressBar(name="progress", label="Progress", min=0, max=1000, value=0)
+        self._status = Label(name="status", label=" ")
 
-        for w in (self._steps, self._tile):
-            w.native.setSpecialValueText("default" if w is self._steps else "auto")
-        self._seed.native.setSpecialValueText("random")
-        self._overlap.native.setSpecialValueText("auto")
         for w in (self._about, self._weights_info, self._device_info, self._status):
             w.native.setWordWrap(True)
         text, colour = device_indicator()
@@ -250,7 +247,7 @@ class RestoreWidget(Container):
         self._restorer.changed.connect(self._on_restorer_changed)
         self._weights.changed.connect(self._on_weights_changed)
         for w in (self._axes, self._mask, self._slice, self._tile, self._overlap, self._device,
-                  self._precision):
+                  self._precision, self._steps, self._seed):
             w.changed.connect(self._validate)
         self._run.changed.connect(self._on_run_clicked)
         self._cancel.changed.connect(self.cancel)
@@ -353,7 +350,7 @@ class RestoreWidget(Container):
             return
         about = info.description or info.display_name
         details = [f"task: {info.task}"]
-        if info.scale > 1:
+        if info.scale > 1 and info.option("scale") is None:
             details.append(f"x{info.scale}")
         if info.source:
             details.append(f"from {info.source}")
@@ -414,11 +411,13 @@ class RestoreWidget(Container):
         if error:
             self._weights_info.value = error
             self._weights_info.native.setStyleSheet(ERROR_STYLE)
+            self._weights_info.visible = True
             return
         self._weights_info.native.setStyleSheet(OK_STYLE)
         ckpt = self._checkpoints.get(value) if isinstance(value, str) else None
         self._weights_info.value = (ckpt.detected or ckpt.summary) if ckpt else ""
         self._weights_info.tooltip = ckpt.summary if ckpt else ""
+        self._weights_info.visible = bool(ckpt)
 
     def _on_weights_changed(self, *_: Any) -> None:
         if self._updating:
@@ -531,11 +530,19 @@ class RestoreWidget(Container):
                     _option_value(info.option(name), widget)
                 except ValueError as exc:
                     out.append(str(exc))
-        tile = self._tile.value
-        if tile and tile < 32:
-            out.append("Tile size must be 'auto' or at least 32 pixels.")
-        if tile and self._overlap.value >= tile:
-            out.append("Tile overlap must be smaller than the tile size.")
+        for parse, widget in ((parse_tile, self._tile), (parse_overlap, self._overlap),
+                              (parse_steps, self._steps), (parse_seed, self._seed)):
+            if widget is self._tile or widget is self._overlap or shown(widget):
+                try:
+                    parse(widget.value)
+                except ValueError as exc:
+                    out.append(str(exc))
+        try:
+            tile, overlap = parse_tile(self._tile.value), parse_overlap(self._overlap.value)
+            if isinstance(tile, int) and overlap is not None and overlap >= tile:
+                out.append("Tile overlap must be smaller than the tile size.")
+        except ValueError:
+            pass
         if self._precision.value == "fp16" and self._resolved_device() == "cpu":
             out.append("fp16 is not supported on the CPU: use bf16 or fp32.")
         return out
@@ -611,12 +618,12 @@ class RestoreWidget(Container):
             axes=axes,
             rgb=bool(layer.rgb),
             weights=weights,
-            tile_size=self._tile.value or "auto",
-            tile_overlap=None if self._overlap.value < 0 else self._overlap.value,
+            tile_size=parse_tile(self._tile.value),
+            tile_overlap=parse_overlap(self._overlap.value),
             device=self._device.value,
             precision=self._precision.value,
-            steps=(self._steps.value or None) if shown(self._steps) else None,
-            seed=(None if self._seed.value < 0 else self._seed.value) if shown(self._seed) else None,
+            steps=parse_steps(self._steps.value) if shown(self._steps) else None,
+            seed=parse_seed(self._seed.value) if shown(self._seed) else None,
             mask=mask,
             output_dtype="input" if self._dtype.value == "input" else None,
             options=options,
@@ -638,12 +645,19 @@ class RestoreWidget(Container):
             mask = mask[tuple(i for a, i in zip(axes, index) if a != "C")]
         return mask
 
-    def run(self) -> Future:
+    def run(self, wait: bool = False, timeout: float | None = None) -> Future:
         """Start a restoration with the current settings; the Future resolves to the new layer.
 
         The Future is resolved after the UI has been reset; it is cancelled when the run is
-        cancelled and holds the exception when the run fails.
+        cancelled and holds the exception when the run fails. ``wait=True`` (for scripts)
+        keeps the Qt event loop going until the run has finished or ``timeout`` seconds passed.
         """
+        future = self._start()
+        if wait:
+            _process_events_until(future.done, timeout)
+        return future
+
+    def _start(self) -> Future:
         if self._running:
             raise RuntimeError("A restoration is already running; wait for it or cancel it first.")
         future: Future = Future()
@@ -776,6 +790,58 @@ class RestoreWidget(Container):
         if keep_status and self._run.enabled:
             self._status.value = status
             self._status.native.setStyleSheet(style)
+
+
+def _process_events_until(done, timeout: float | None) -> None:
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    end = None if timeout is None else time.monotonic() + timeout
+    while not done() and (end is None or time.monotonic() < end):
+        if app is not None:
+            app.processEvents()
+        time.sleep(0.01)
+
+
+def _parse_int(text: Any, words: tuple[str, ...], what: str, minimum: int) -> "int | str | None":
+    """``text`` as an int >= ``minimum``, or the first of ``words`` if it is one of them."""
+    value = str(text).strip().lower()
+    if value in words:
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{what} must be {' or '.join(repr(w) for w in words)} or a whole number, "
+                         f"not {str(text)!r}") from None
+    if number < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, not {number}")
+    return number
+
+
+def parse_tile(text: Any) -> "int | str | None":
+    """'auto' -> 'auto', 'none' -> None (whole image), else an int >= 32."""
+    value = _parse_int(text, ("auto", "none"), "Tile size", 32)
+    return None if value == "none" else value
+
+
+def parse_overlap(text: Any) -> int | None:
+    """'auto' -> None (the restorer's halo), else an int >= 0."""
+    value = _parse_int(text, ("auto",), "Tile overlap", 0)
+    return None if value == "auto" else value
+
+
+def parse_steps(text: Any) -> int | None:
+    value = _parse_int(text, ("default",), "Steps", 1)
+    return None if value == "default" else value
+
+
+def parse_seed(text: Any) -> int | None:
+    value = _parse_int(text, ("random",), "Seed", 0)
+    if isinstance(value, int) and value > INT_LIMIT:
+        raise ValueError(f"Seed must be at most {INT_LIMIT}, not {value}")
+    return None if value == "random" else value
 
 
 def _option_widget(opt):

@@ -1,0 +1,109 @@
+"""Regenerate the screenshots in docs/images/ from a real napari viewer.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/napari_screenshots.py
+
+Uses the bundled DiffIR models when they are installed, else the classical baselines, and
+prints which restorer each picture shows. napari settings go to a throwaway file, so the
+user's own settings are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "images"
+
+
+def main() -> None:
+    os.environ["NAPARI_CONFIG"] = str(Path(tempfile.mkdtemp()) / "settings.yaml")
+    import napari
+    import numpy as np
+    from napari.settings import get_settings
+    from qtpy.QtWidgets import QApplication
+
+    import napari_diffir as nd
+
+    get_settings().application.gui_notification_level = "none"
+    registered = {i.name for i in nd.list_restorers()}
+    denoiser = "diffir-denoise" if "diffir-denoise" in registered else "nlmeans"
+    upscaler = "diffir-sr4" if "diffir-sr4" in registered else "lanczos"
+    OUT.mkdir(exist_ok=True)
+    app = QApplication.instance() or QApplication(sys.argv)
+
+    def settle(seconds: float = 0.3) -> None:
+        end = time.time() + seconds
+        while time.time() < end:
+            app.processEvents()
+            time.sleep(0.01)
+
+    def hide_toasts(viewer) -> None:
+        """Close notification pop-ups (e.g. napari's PyQt5 deprecation notice) before a picture."""
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.close()
+        settle(0.6)
+
+    def wait(future) -> None:
+        while not future.done():
+            settle(0.05)
+        future.result()
+
+    # 1. denoising the noisy sample, input and output side by side
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 900)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-diffir", "Restore")
+    viewer.open_sample("napari-diffir", "noisy_nuclei")
+    widget.image.value = viewer.layers["noisy nuclei"]
+    widget.restorer.value = denoiser
+    wait(widget.run())
+    viewer.grid.enabled = True
+    viewer.reset_view()
+    hide_toasts(viewer)
+    viewer.window.screenshot(str(OUT / "napari-denoise.png"), canvas_only=False)
+    print(f"napari-denoise.png: {denoiser}")
+
+    # 2. the widget while a run is under way (progress, ETA, Cancel)
+    stack = np.stack([viewer.layers["noisy nuclei"].data] * 12)
+    viewer.add_image(stack, name="noisy stack", scale=(1.0, 0.26, 0.26))
+    widget.image.value = viewer.layers["noisy stack"]
+    widget.restorer.value = denoiser
+    widget.tile_size.value = "128"
+    future = widget.run()
+    while widget.progress.value < 250 and not future.done():
+        settle(0.02)
+    settle(0.05)
+    widget.native.grab().save(str(OUT / "napari-progress.png"))
+    widget.cancel()
+    while not future.done():
+        settle(0.05)
+    print(f"napari-progress.png: {denoiser} on a 12-plane stack, cancelled after the screenshot")
+    viewer.close()
+
+    # 3. x4 super-resolution of the low-resolution sample, overlaid on the reference
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 900)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-diffir", "Restore")
+    viewer.open_sample("napari-diffir", "clean_nuclei")
+    viewer.open_sample("napari-diffir", "lowres_nuclei")
+    viewer.layers.remove("nuclei z=30 (reference)")
+    widget.image.value = viewer.layers["low-resolution nuclei (x4)"]
+    widget.restorer.value = upscaler
+    if "scale" in [w.name for w in widget.restorer_options]:
+        widget.restorer_options.scale.value = 4
+    wait(widget.run())
+    viewer.layers["nuclei z=45 (reference)"].visible = True
+    viewer.grid.enabled = True
+    viewer.reset_view()
+    hide_toasts(viewer)
+    viewer.window.screenshot(str(OUT / "napari-super-resolution.png"), canvas_only=False)
+    print(f"napari-super-resolution.png: {upscaler} x4")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

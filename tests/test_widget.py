@@ -293,6 +293,34 @@ def test_cancel_mid_run_adds_no_layer_and_resets_the_ui(widget_plugin, viewer, q
     assert widget._progress.value == 0 and "Cancelled" in widget._status.value
 
 
+def test_cancel_from_the_activity_dock_quits_the_worker_and_stops_the_engine(widget_plugin, viewer, qtbot):
+    import napari_diffir_widget_test as plugin
+
+    viewer.add_image(_image((32, 32)), name="img")
+    widget = _widget(viewer)
+    widget.restorer.value = "slow-steps"
+    widget.steps.value = "2000"
+    future = widget.run()
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=TIMEOUT)
+    widget._worker.quit()  # what napari's task manager calls on cancel
+    qtbot.waitUntil(future.done, timeout=TIMEOUT)
+    assert future.cancelled() and [layer.name for layer in viewer.layers] == ["img"]
+    _assert_idle(widget)
+    calls = plugin.SlowSteps.calls
+    qtbot.wait(300)
+    assert plugin.SlowSteps.calls - calls <= 2  # the engine thread stopped too
+
+
+def test_multiscale_layer_is_restored_from_its_full_resolution_level(viewer, qtbot):
+    base = _image((64, 64))
+    viewer.add_image([base, base[::2, ::2]], multiscale=True, name="pyramid")
+    widget = _widget(viewer)
+    widget.restorer.value = "tv"
+    out = _run(qtbot, widget).result()
+    assert out.data.shape == (64, 64) and not out.multiscale
+    np.testing.assert_array_equal(out.data, nd.restore(base, "tv"))
+
+
 def test_error_shows_a_notification_and_resets_the_ui(widget_plugin, viewer, qtbot, monkeypatch):
     import napari.utils.notifications as notifications
 

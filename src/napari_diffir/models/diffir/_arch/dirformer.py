@@ -47,10 +47,63 @@ def sr_unshuffle_factor(scale: int) -> int:
     return 4 // scale
 
 
-def _modulate(x: torch.Tensor, kernel: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """``x * gamma + beta`` with (gamma, beta) = kernel(z) split in halves (the IPR modulation)."""
-    gamma, beta = kernel(z).view(-1, 2 * x.shape[1], 1, 1).chunk(2, dim=1)
-    return torch.addcmul(beta, x, gamma)
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.stride(1) == 1 and x.shape[1] > 1
+
+
+def _ipr_affine(
+    kernel: nn.Module, z: torch.Tensor, b: int, ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample channel (scale, shift), each (B, C), of the IPR modulation ``x * gamma + beta``.
+
+    ``(gamma, beta) = kernel(z)`` split in halves (a plain scale, not ``1 + gamma``). When the
+    layer norm's affine part is passed too, the pair also absorbs it:
+    ``(x_hat * w + b) * gamma + beta = x_hat * (w * gamma) + (b * gamma + beta)``.
+    """
+    gamma, beta = kernel(z).reshape(-1, 2, kernel[0].out_features // 2).unbind(1)
+    if ln_weight is not None:
+        beta = beta if ln_bias is None else torch.addcmul(beta, gamma, ln_bias)
+        gamma = gamma * ln_weight
+    return gamma.expand(b, -1), beta.expand(b, -1)
+
+
+def _modulated_pointwise(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``conv(x * scale + shift)`` for a 1x1 ``conv``, with the affine folded into its weights.
+
+    ``W (x * s + t) + b = (W diag s) x + (W t + b)``: one batched matrix product and no pass over
+    ``x``. Keeps the memory format (a channels-last input gives a channels-last output).
+    """
+    b, c, h, w = x.shape
+    weight = conv.weight.view(conv.out_channels, c)
+    w_b = weight * scale.unsqueeze(1)  # (B, O, C)
+    bias = shift @ weight.t()  # (B, O)
+    if conv.bias is not None:
+        bias = bias + conv.bias
+    w_b, bias = w_b.to(x.dtype), bias.to(x.dtype)
+    if _is_channels_last(x):
+        rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        if b == 1:  # addmm fuses the bias; a broadcast bias in baddbmm costs a full copy
+            out = F.linear(rows[0], w_b[0], bias[0])
+        else:
+            out = torch.bmm(rows, w_b.transpose(1, 2)).add_(bias.unsqueeze(1))
+        return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+    out = torch.bmm(w_b, x.reshape(b, c, h * w)).add_(bias.unsqueeze(2))
+    return out.view(b, -1, h, w)
+
+
+def _pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 ``conv`` as one matrix product in ``x``'s memory format.
+
+    oneDNN rejects the strided (channel-sliced) maps of the gated FFN and PyTorch then falls back
+    to a slow im2col convolution; a plain GEMM over pixel rows has no such cliff.
+    """
+    if not _is_channels_last(x):
+        return conv(x)
+    b, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+    weight = conv.weight.view(conv.out_channels, c).to(rows.dtype)
+    bias = None if conv.bias is None else conv.bias.to(rows.dtype)
+    return F.linear(rows, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class Attention(nn.Module):
@@ -71,15 +124,42 @@ class Attention(nn.Module):
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        ln_weight: torch.Tensor | None = None,
+        ln_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend over ``x`` (already layer-normed), modulated by the IPR ``z``.
+
+        With ``ln_weight``/``ln_bias``, ``x`` is the norm *before* its affine part, which is then
+        folded into the ``qkv`` weights together with the modulation (same result, fewer passes).
+        """
         b, c, h, w = x.shape
-        qkv = self.qkv_dwconv(self.qkv(_modulate(x, self.kernel, z)))
-        q, k, v = (t.reshape(b, self.num_heads, c // self.num_heads, h * w) for t in qkv.chunk(3, dim=1))
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
-        out = (attn @ v).reshape(b, c, h, w)
-        return self.project_out(out)
+        heads = self.num_heads
+        scale, shift = _ipr_affine(self.kernel, z, b, ln_weight, ln_bias)
+        qkv = self.qkv_dwconv(_modulated_pointwise(x, self.qkv, scale, shift))
+        q, k, v = (t.reshape(b, heads, c // heads, h * w) for t in qkv.chunk(3, dim=1))
+        # cosine similarity of L2-normalised rows, without materialising normalised q and k
+        qn = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
+        kn = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
+        attn = (q @ k.transpose(-2, -1)) / (qn * kn.transpose(-2, -1)) * self.temperature
+        attn = attn.softmax(dim=-1)
+        # project_out(attn @ v) = (W_out blockdiag(attn)) v: one product over the pixels, not two
+        w_out = self.project_out.weight.view(c, heads, c // heads).transpose(0, 1)  # (heads, C, c/h)
+        mix = (w_out.to(attn.dtype) @ attn).transpose(1, 2).reshape(b, c, c)  # (B, C_out, C_in)
+        v = v.reshape(b, c, h * w)
+        bias = self.project_out.bias
+        if _is_channels_last(qkv):
+            out = v.transpose(1, 2) @ mix.transpose(1, 2)  # (B, HW, C): channels-last result
+            if bias is not None:
+                out = out + bias
+            return out.view(b, h, w, c).permute(0, 3, 1, 2)
+        out = mix @ v
+        if bias is not None:
+            out = out + bias.view(1, c, 1)
+        return out.view(b, c, h, w)
 
 
 class FeedForward(nn.Module):
@@ -93,10 +173,18 @@ class FeedForward(nn.Module):
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
         self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = self.project_in(_modulate(x, self.kernel, z))
-        x1, x2 = self.dwconv(x).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+    def forward(
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        ln_weight: torch.Tensor | None = None,
+        ln_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Gated FFN on ``x`` (layer-normed; see :meth:`Attention.forward` for ``ln_*``)."""
+        scale, shift = _ipr_affine(self.kernel, z, x.shape[0], ln_weight, ln_bias)
+        x = self.dwconv(_modulated_pointwise(x, self.project_in, scale, shift))
+        x1, x2 = x.chunk(2, dim=1)
+        return _pointwise(F.gelu(x1) * x2, self.project_out)
 
 
 class TransformerBlock(nn.Module):
@@ -118,8 +206,10 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_expansion_factor, bias, ipr_dim)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), z)
-        return x + self.ffn(self.norm2(x), z)
+        x_hat, weight, bias = self.norm1.normalize(x)  # the norm's affine goes into qkv
+        x = x + self.attn(x_hat, z, weight, bias)
+        x_hat, weight, bias = self.norm2.normalize(x)  # ... and into project_in
+        return x + self.ffn(x_hat, z, weight, bias)
 
 
 class BlockSequence(nn.Sequential):

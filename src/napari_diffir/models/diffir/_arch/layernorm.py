@@ -29,8 +29,21 @@ class BiasFree_LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(normalized_shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.var(-1, keepdim=True, correction=0)
-        return x * torch.rsqrt(var + _EPS) * self.weight
+        return bias_free_normalize(x) * self.weight
+
+
+def bias_free_normalize(x: torch.Tensor) -> torch.Tensor:
+    """``x / sqrt(var(x) + eps)`` over the last axis (the mean is not subtracted).
+
+    ``Tensor.var`` over a short last axis is slow on CPU; without autograd the fused layer-norm
+    kernel supplies ``1 / sqrt(var + eps)`` (its ``rstd`` output has no gradient, hence the
+    explicit two-pass variance when training).
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        centred = x - x.mean(-1, keepdim=True)
+        return x * torch.rsqrt(centred.square().mean(-1, keepdim=True) + _EPS)
+    rstd = torch.native_layer_norm(x, (x.shape[-1],), None, None, _EPS)[2]
+    return x * rstd
 
 
 class WithBias_LayerNorm(nn.Module):
@@ -62,3 +75,15 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(x_hat, weight, bias)`` with ``forward(x) == x_hat * weight + bias`` per channel.
+
+        Lets a following 1x1 convolution absorb the affine part into its weights (one pass over
+        the feature map fewer); ``bias`` is None for the bias-free variant.
+        """
+        y = x.permute(0, 2, 3, 1)
+        if isinstance(self.body, BiasFree_LayerNorm):
+            return bias_free_normalize(y).permute(0, 3, 1, 2), self.body.weight, None
+        y = F.layer_norm(y, (y.shape[-1],), None, None, _EPS)
+        return y.permute(0, 3, 1, 2), self.body.weight, self.body.bias

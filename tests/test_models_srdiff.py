@@ -120,12 +120,13 @@ def test_round_trip_infers_hyperparameters(config, tmp_path):
 
 
 def test_detect_claims_srdiff_only():
-    """detect() accepts SRDiff dicts (also model.-prefixed) and rejects DiffIR and RRDB-only dicts."""
+    """detect() accepts SRDiff dicts (also model.-prefixed, or the RRDB alone) and rejects DiffIR."""
     sd = SRDiff(**TINY).state_dict()
     assert srdiff.detect(sd)
     assert srdiff.detect({f"model.{k}": v for k, v in sd.items()})
     rrdb_only = {k[len("rrdb."):]: v for k, v in sd.items() if k.startswith("rrdb.")}
-    assert not srdiff.detect(rrdb_only)
+    assert srdiff.detect(rrdb_only)
+    assert not srdiff.detect({k: v for k, v in rrdb_only.items() if "upconv" not in k})
     # A DiffIR stage-2 dict has its own schedule buffers and a denoiser, under other prefixes.
     diffir_like = {k: torch.zeros(1) for k in (
         "G.patch_embed.proj.weight", "condition.E.0.weight", "diffusion.betas",
@@ -134,6 +135,16 @@ def test_detect_claims_srdiff_only():
     for path in sorted((DATA / "keys").glob("diffir_keys_*.txt")):
         rows, _ = _listing(path)
         assert not srdiff.detect({k: torch.zeros(0) for k, _ in rows}), path.name
+
+
+@pytest.mark.parametrize("scale,nb", [(4, 2), (8, 5), (2, 3)])
+def test_rrdb_pretraining_dicts_load_as_rrdbnet(scale, nb):
+    """An RRDB pre-training dict (no rrdb. prefix) loads strictly as an RRDBNet, described as such."""
+    net = RRDBNet(in_nc=1, out_nc=1, nf=6, nb=nb, gc=4, scale=scale)
+    loaded = srdiff.from_state_dict(net.state_dict())
+    assert isinstance(loaded, RRDBNet) and loaded.hyperparameters == net.hyperparameters
+    info = srdiff.describe(loaded)
+    assert info["scale"] == scale and "not a diffusion model" in info["architecture"]
 
 
 def test_from_state_dict_names_what_is_wrong():

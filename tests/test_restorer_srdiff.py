@@ -65,6 +65,10 @@ def test_wrong_scale_missing_weights_and_foreign_checkpoints_are_refused(tiny_we
     assert nd.get_restorer("srdiff", weights=tiny_weights, scale=4).info.scale == 4
     with pytest.raises(ValueError, match="needs weights=<SRDiff checkpoint>"):
         nd.get_restorer("srdiff")
+    rrdb = _tiny_model().rrdb
+    rrdb_path = _save(rrdb, tmp_path / "rrdb.safetensors")
+    with pytest.raises(ValueError, match="holds only an SRDiff RRDB encoder"):
+        nd.get_restorer("srdiff", weights=rrdb_path)
     from napari_diffir.models.diffir import DiffIRS1
 
     diffir = DiffIRS1(dim=8, num_blocks=(1, 1, 1, 1), heads=(1, 1, 1, 1), n_feats=8, n_encoder_res=1,

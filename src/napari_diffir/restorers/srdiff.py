@@ -75,6 +75,10 @@ class SRDiffRestorer(Restorer):
                 f"Restorer {self.info.name!r} needs weights=<SRDiff checkpoint> (an official "
                 "model_ckpt_steps_*.ckpt or a project-trained .safetensors)")
         loaded = load_checkpoint(path)
+        if loaded.family == "srdiff" and not isinstance(loaded.model, SRDiff):
+            raise ValueError(
+                f"{os.fspath(path)!r} holds only an SRDiff RRDB encoder (the pre-training stage), "
+                "not a diffusion model; pass the checkpoint of the diffusion stage")
         if loaded.family != "srdiff" or not isinstance(loaded.model, SRDiff):
             raise ValueError(
                 f"{os.fspath(path)!r} holds a {loaded.family} model, not SRDiff; use a "

@@ -29,6 +29,8 @@ __all__ = [
     "describe",
     "detect",
     "from_state_dict",
+    "infer_hyperparameters",
+    "infer_rrdb_hyperparameters",
     "schedule_tables",
     "timestep_grid",
 ]
@@ -54,10 +56,19 @@ def _strip_model_prefix(sd: Mapping[str, Any]) -> Mapping[str, Any]:
     return sd
 
 
+# An RRDB pre-training checkpoint: the encoder alone, keys without the ``rrdb.`` prefix.
+RRDB_KEYS = ("conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "trunk_conv.weight", "upconv1.weight",
+             "HRconv.weight", "conv_last.weight")
+
+
 def detect(sd: Mapping[str, Any]) -> bool:
-    """Whether ``sd`` looks like an SRDiff ``GaussianDiffusion`` state dict (DiffIR dicts do not)."""
+    """Whether ``sd`` is an SRDiff state dict (``GaussianDiffusion``, or its RRDB pre-training).
+
+    DiffIR dicts never match: their keys start with ``G.``, ``E.``, ``condition.`` or ``diffusion.``.
+    """
     sd = _strip_model_prefix(sd)
-    return all(k in sd for k in ("betas", "denoise_fn.cond_proj.weight", "rrdb.conv_first.weight"))
+    full = all(k in sd for k in ("betas", "denoise_fn.cond_proj.weight", "rrdb.conv_first.weight"))
+    return full or all(k in sd for k in RRDB_KEYS)
 
 
 def _indices(sd: Mapping[str, Any], prefix: str) -> list[int]:
@@ -112,9 +123,32 @@ def infer_hyperparameters(sd: Mapping[str, Any]) -> dict[str, Any]:
     # beta_s is not recoverable exactly and need not be: the loaded buffers replace the schedule.
 
 
-def from_state_dict(sd: Mapping[str, Any]) -> SRDiff:
-    """Build an :class:`SRDiff` matching ``sd`` and load it strictly; returns it in eval mode."""
+def infer_rrdb_hyperparameters(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """RRDBNet keywords of an RRDB pre-training state dict (keys without ``rrdb.``)."""
+    missing = [k for k in RRDB_KEYS if k not in sd]
+    if missing:
+        raise ValueError(f"Not an SRDiff RRDB state dict: missing {', '.join(missing)}")
+    nf, in_nc = _shape(sd, "conv_first.weight")[:2]
+    ups = sum(1 for i in range(1, 8) if f"upconv{i}.weight" in sd)
+    return dict(in_nc=in_nc, out_nc=_shape(sd, "conv_last.weight")[0], nf=nf,
+                nb=len(_indices(sd, "RRDB_trunk.")), gc=_shape(sd, "RRDB_trunk.0.RDB1.conv1.weight")[0],
+                scale=2**ups)
+
+
+def from_state_dict(sd: Mapping[str, Any]) -> SRDiff | RRDBNet:
+    """Build the model matching ``sd`` and load it strictly; returns it in eval mode.
+
+    A full SRDiff dict gives an :class:`SRDiff`; an RRDB pre-training dict (the encoder alone)
+    gives an :class:`RRDBNet`, which is a plain x``scale`` SR network but not SRDiff.
+    """
     sd = _strip_model_prefix(sd)
+    if "betas" not in sd and all(k in sd for k in RRDB_KEYS):
+        model = RRDBNet(**infer_rrdb_hyperparameters(sd))
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"RRDB state dict does not match the inferred architecture: {exc}") from None
+        return model.eval()
     model = SRDiff(**infer_hyperparameters(sd))
     try:
         model.load_state_dict(sd, strict=True)
@@ -129,10 +163,21 @@ def _schedule_name(model: SRDiff) -> str:
     return "cosine (s=0.008)" if same else "custom"
 
 
-def describe(model: SRDiff) -> dict[str, Any]:
+def describe(model: SRDiff | RRDBNet) -> dict[str, Any]:
     """Human-oriented summary of a loaded model (for ``napari-diffir info``)."""
     h = model.hyperparameters
     count = lambda m: int(sum(p.numel() for p in m.parameters()))  # noqa: E731
+    if isinstance(model, RRDBNet):
+        return {
+            "family": "srdiff",
+            "architecture": "RRDBNet (SRDiff LR encoder, pre-training stage; not a diffusion model)",
+            "task": "super-resolution",
+            "scale": h["scale"],
+            "in_channels": h["in_nc"],
+            "out_channels": h["out_nc"],
+            "rrdb": f"{h['nb']} blocks x {h['nf']} features (growth {h['gc']})",
+            "parameters": count(model),
+        }
     return {
         "family": "srdiff",
         "architecture": "SRDiff (RRDB encoder + conditional U-Net, residual diffusion)",

@@ -90,7 +90,10 @@ def open_scheduler(spec: str | None = None, *, workers: int | None = None,
     if lower in ("threads", "threading", "processes", "multiprocessing", "synchronous", "sync"):
         kind = {"threading": "threads", "multiprocessing": "processes", "sync": "synchronous"}.get(lower, lower)
         config = {"scheduler": kind, **({"num_workers": workers} if workers else {})}
-        with dask.config.set(config):
+        with contextlib.ExitStack() as stack:
+            if kind == "processes":  # one pool for every compute: processes start (and import torch) once
+                config["pool"] = stack.enter_context(_process_pool(workers))
+            stack.enter_context(dask.config.set(config))
             yield Scheduler(kind, workers=workers)
         return
     if lower == "local" or lower.startswith("local:"):
@@ -126,6 +129,25 @@ def open_scheduler(spec: str | None = None, *, workers: int | None = None,
         f"Unknown scheduler {spec!r}; use threads, processes, synchronous, local[:N] "
         "or the address of a dask.distributed scheduler (tcp://host:port)"
     )
+
+
+@contextlib.contextmanager
+def _process_pool(workers: int | None):
+    """The process pool dask's ``processes`` scheduler would create, kept for several computes."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from dask.multiprocessing import get_context, initialize_worker_process
+
+    if os.environ.get("PYTHONHASHSEED") in (None, "0"):
+        os.environ["PYTHONHASHSEED"] = "6640"  # what dask sets: consistent hashing in children
+    pool = ProcessPoolExecutor(workers or os.cpu_count(), mp_context=get_context(),
+                               initializer=partial(initialize_worker_process, user_initializer=None))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _distributed_classes():

@@ -1,0 +1,262 @@
+"""Tiled restoration of 512² → 4096² uint16 images: throughput, peak memory, linearity.
+
+Every (restorer, size, mode) runs in its own Python process. The restorer is built and warmed
+up on a small image first and the test image is made, then the peak resident set size is reset
+(Linux ``/proc/self/clear_refs``) and measured over the run alone: it includes the interpreter,
+torch, the model and the input array, but not the making of the test image. Model loading is
+not timed. Modes:
+``memory`` is ``napari_diffir.restore`` on a numpy array (the widget and ``restore`` CLI path);
+``stream`` is ``restore_file`` from a TIFF to an OME-Zarr block by block (the big-data CLI
+path), whose memory should not grow with the image. Prints a table and a linearity check (time
+per megapixel should not grow with the image), optionally writes JSON and a plot.
+
+    python benchmarks/bench_tiling.py                      # tv and lanczos (+ bundled models)
+    python benchmarks/bench_tiling.py --restorers tv --sizes 512 1024 --json tiling.json
+    python benchmarks/bench_tiling.py --modes memory stream --plot docs/images/perf_tiling.png
+    python benchmarks/bench_tiling.py --restorers diffir --weights ckpt.pth --sizes 512 1024
+
+Target (issue 7): peak RSS below 2 GiB at 4096² with the default tile size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+SIZES = (512, 1024, 2048, 4096)
+LIMIT_GIB = 2.0
+
+
+def _image(size: int):
+    """A uint16 fluorescence-like image: smooth blobs plus Poisson-ish noise (deterministic)."""
+    import numpy as np
+
+    rng = np.random.default_rng(size)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    base = 800 + 600 * np.sin(9 * x) * np.cos(7 * y) + 400 * np.sin(23 * (x + y))
+    noise = rng.normal(0, 60, (size, size)).astype(np.float32)
+    return np.clip(base + noise + 1000, 0, 65535).astype(np.uint16)
+
+
+def child(args) -> dict:
+    """One measurement in this process (called with --child)."""
+    import numpy as np
+    import torch
+
+    import napari_diffir as nd
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    opts = dict(kv.split("=", 1) for kv in args.option or [])
+    restorer = nd.get_restorer(args.restorers[0], **({"weights": args.weights} if args.weights else {}), **opts)
+    nd.restore(_image(256), restorer, seed=0)  # warm-up: lazy imports, kernels, model on device
+    img = _image(args.size)
+    if args.mode == "stream":
+        import tempfile
+
+        import tifffile
+
+        from napari_diffir.io import restore_file
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "in.tif")
+            tifffile.imwrite(src, img)
+            del img
+            windowed = _reset_peak_rss()
+            rss_before = _rss_mib()
+            t0 = time.perf_counter()
+            restore_file(src, os.path.join(tmp, "out.ome.zarr"), restorer, seed=0, output_dtype="input",
+                         progress=False, workers=args.threads)
+            seconds = time.perf_counter() - t0
+    else:
+        windowed = _reset_peak_rss()
+        rss_before = _rss_mib()
+        t0 = time.perf_counter()
+        out = nd.restore(img, restorer, seed=0, output_dtype="input")
+        seconds = time.perf_counter() - t0
+        assert out.shape[-1] == args.size * restorer.info.scale and np.isfinite(out).all()
+    from napari_diffir.engine.device import resolve_device
+    from napari_diffir.engine.restore import auto_tile_size
+
+    return {
+        "restorer": restorer.info.name, "mode": args.mode, "size": args.size, "megapixels": args.size**2 / 1e6,
+        "scale": restorer.info.scale, "seconds": seconds, "mp_per_s": args.size**2 / 1e6 / seconds,
+        "peak_rss_mib": _peak_rss_mib(), "rss_before_run_mib": rss_before, "peak_is_run_only": windowed,
+        "tile": auto_tile_size(restorer.info, resolve_device("auto")), "threads": torch.get_num_threads(),
+    }
+
+
+def _reset_peak_rss() -> bool:
+    """Start a new peak-RSS window (Linux: VmHWM reset through /proc/self/clear_refs)."""
+    import gc
+
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    """Peak RSS since the last reset (VmHWM), else since the process started (getrusage)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _restorers(requested):
+    if requested:
+        return requested
+    import napari_diffir as nd
+
+    bundled = [i.name for i in nd.list_restorers() if i.weights and i.source == "napari-diffir (built-in)"]
+    return ["tv", "lanczos", *bundled]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--restorers", nargs="+", help="restorer names (default: tv, lanczos and bundled models)")
+    p.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    p.add_argument("--weights", help="checkpoint for a restorer that needs one")
+    p.add_argument("--option", "-o", action="append", help="restorer option NAME=VALUE")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--modes", nargs="+", default=["memory"], choices=("memory", "stream"),
+                   help="in-memory restore() and/or streamed restore_file() (default: memory)")
+    p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--plot", help="write a PNG plot (time and peak RSS vs pixels) here (needs matplotlib)")
+    p.add_argument("--mode", default="memory", help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
+
+    rows = []
+    runs = [(n, m, z) for n in _restorers(args.restorers) for m in args.modes for z in args.sizes]
+    for name, mode, size in runs:
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--size", str(size), "--restorers", name,
+               "--mode", mode]
+        for flag, value in (("--weights", args.weights), ("--threads", args.threads)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        for kv in args.option or []:
+            cmd += ["--option", kv]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{name} {size}²: failed\n{done.stderr.strip()[-2000:]}", file=sys.stderr)
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{row['restorer']:>10} {mode:>6} {size:>5}²  {row['seconds']:8.2f} s  {row['mp_per_s']:7.2f} MP/s  "
+              f"peak RSS {row['peak_rss_mib']:7.0f} MiB", file=sys.stderr, flush=True)
+    report = {"machine": _machine(), "rows": rows, "linearity": _linearity(rows)}
+    _print_table(report)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1)
+    if args.plot:
+        plot(report, args.plot)
+    return 0
+
+
+def plot(report, path: str) -> None:
+    """Time and peak RSS against megapixels, one line per restorer and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in sorted({(r["restorer"], r["mode"]) for r in report["rows"]}):
+        rs = sorted((r for r in report["rows"] if (r["restorer"], r["mode"]) == key), key=lambda r: r["size"])
+        mp = [r["megapixels"] for r in rs]
+        label = f"{key[0]} ({key[1]})"
+        ax_t.plot(mp, [r["seconds"] for r in rs], "o-", label=label)
+        ax_m.plot(mp, [r["peak_rss_mib"] for r in rs], "o-", label=label)
+    ax_m.axhline(LIMIT_GIB * 1024, color="red", ls="--", lw=1, label="2 GiB target")
+    for ax, ylabel in ((ax_t, "time (s)"), (ax_m, "peak RSS (MiB)")):
+        ax.set_xlabel("input megapixels (512² … 4096²)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax_t.set_title("time grows linearly with pixels")
+    ax_m.set_title("peak memory")
+    ax_m.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _linearity(rows) -> dict:
+    """Per restorer: seconds per megapixel at each size, relative to the median; least-squares fit."""
+    import numpy as np
+
+    out = {}
+    for key in sorted({(r["restorer"], r["mode"]) for r in rows}):
+        name = f"{key[0]} ({key[1]})"
+        rs = sorted((r for r in rows if (r["restorer"], r["mode"]) == key), key=lambda r: r["size"])
+        if len(rs) < 2:
+            continue
+        mp = np.array([r["megapixels"] for r in rs])
+        t = np.array([r["seconds"] for r in rs])
+        slope, intercept = np.polyfit(mp, t, 1)
+        pred = slope * mp + intercept
+        r2 = 1 - ((t - pred) ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-12)
+        exponent = float(np.polyfit(np.log(mp), np.log(t), 1)[0])  # t ~ pixels**exponent
+        out[name] = {"s_per_mp": (t / mp).tolist(), "fit_s_per_mp": float(slope), "fit_offset_s": float(intercept),
+                     "r2": float(r2), "exponent": exponent}
+    return out
+
+
+def _machine() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "load_avg_1min": os.getloadavg()[0], "platform": platform.platform()}
+
+
+def _print_table(report) -> None:
+    rows = report["rows"]
+    print(f"\nTiled restoration, uint16 input, default tile size "
+          f"({report['machine']['cpus']} CPUs, load average {report['machine']['load_avg_1min']:.1f})\n")
+    print("| restorer | mode | image | output | tile | time (s) | MP/s | RSS before (MiB) | peak RSS (MiB) | < 2 GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        out = r["size"] * r["scale"]
+        ok = "yes" if r["peak_rss_mib"] < LIMIT_GIB * 1024 else "**no**"
+        print(f"| {r['restorer']} | {r['mode']} | {r['size']}² | {out}² | {r['tile']} | {r['seconds']:.2f} | "
+              f"{r['mp_per_s']:.2f} | {r['rss_before_run_mib']:.0f} | {r['peak_rss_mib']:.0f} | {ok} |")
+    print("\nTime vs pixels (t = a·MP + b; exponent of t ~ pixels^k, 1.0 = linear):\n")
+    print("| restorer | s/MP per size | a (s/MP) | b (s) | R² | k |")
+    print("|---|---|---|---|---|---|")
+    for name, lin in report["linearity"].items():
+        per = ", ".join(f"{v:.2f}" for v in lin["s_per_mp"])
+        print(f"| {name} | {per} | {lin['fit_s_per_mp']:.3f} | {lin['fit_offset_s']:.2f} | "
+              f"{lin['r2']:.4f} | {lin['exponent']:.2f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -71,6 +71,33 @@ def test_restorer_picker_is_grouped_by_task_with_disabled_headers(viewer):
     assert not widget._restorer.value.startswith(HEADER)
 
 
+def test_bundled_models_come_first_and_checkpoint_restorers_take_weights():
+    from napari_diffir import RestorerInfo
+    from napari_diffir.napari._widget import restorer_choices, takes_weights
+
+    builtin = "napari-diffir (built-in)"
+    infos = [
+        RestorerInfo(name="tv", display_name="TV", task="denoise", source=builtin),
+        RestorerInfo(name="zz-plugin", display_name="Plugin SR", task="super-resolution", scale=2,
+                     source="acme-sr 1.0"),
+        RestorerInfo(name="my-denoise", display_name="Bundled denoise", task="denoise",
+                     weights="my-denoise.safetensors", source=builtin),
+        RestorerInfo(name="lanczos", display_name="Lanczos", task="super-resolution", scale=2, source=builtin),
+    ]
+    choices = restorer_choices(infos)
+    assert [v for _label, v in choices] == [
+        HEADER + "Bundled models", "my-denoise",
+        HEADER + "Denoise", "tv",
+        HEADER + "Super-resolution", "lanczos", "zz-plugin",
+    ]
+    assert dict((v, label) for label, v in choices)["zz-plugin"].strip() == "Plugin SR  [acme-sr 1.0]"
+    registered = {i.name: i for i in nd.list_restorers()}
+    assert not takes_weights(registered["tv"]) and not takes_weights(registered["lanczos"])
+    for name in ("srdiff", "diffir"):
+        if name in registered:
+            assert takes_weights(registered[name])
+
+
 def test_third_party_restorer_appears_in_the_picker_with_its_options(third_party_plugin, viewer):
     viewer.add_image(_image((32, 32)), name="img")
     widget = _widget(viewer)
@@ -94,6 +121,25 @@ def test_image_picker_follows_the_layer_list(viewer):
     assert [layer.name for layer in widget._image.choices] == ["b"]
     viewer.add_labels(np.zeros((32, 32), np.uint8), name="lbl")
     assert "lbl" not in [layer.name for layer in widget._image.choices]
+
+
+def test_deleting_the_widget_cancels_its_run(widget_plugin, viewer, qtbot):
+    import napari_diffir_widget_test as plugin
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    viewer.add_image(_image((32, 32)), name="img")
+    widget = RestoreWidget(viewer)
+    widget.restorer.value = "slow-steps"
+    widget.steps.value = "2000"
+    future = widget.run()
+    qtbot.waitUntil(lambda: plugin.SlowSteps.calls > 0, timeout=TIMEOUT)
+    widget.native.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    qtbot.waitUntil(future.done, timeout=TIMEOUT)
+    assert future.cancelled() and [layer.name for layer in viewer.layers] == ["img"]
+    calls = plugin.SlowSteps.calls
+    qtbot.wait(300)
+    assert plugin.SlowSteps.calls - calls <= 1
 
 
 def test_axes_default_from_the_layer_and_are_validated_as_typed(viewer):

@@ -254,6 +254,7 @@ class RestoreWidget(Container):
         events = viewer.layers.events
         for name in ("inserted", "removed", "moved", "reordered"):
             getattr(events, name).connect(self._on_layers_changed)
+        self.native.destroyed.connect(self._on_destroyed)
 
         self.refresh_restorers()
         self._image.reset_choices()
@@ -723,23 +724,38 @@ class RestoreWidget(Container):
             self._status.native.setStyleSheet(OK_STYLE)
             self._status.value = "Starting…"
 
+    def _alive(self) -> bool:
+        """False once the dock has been closed and Qt deleted the widget (the run may still end)."""
+        from qtpy import sip
+
+        try:
+            return not sip.isdeleted(self.native)
+        except (TypeError, RuntimeError):
+            return False
+
+    def _cancelled(self) -> bool:
+        return self._cancel_event is not None and self._cancel_event.is_set()
+
     def _on_progress(self, progress: Progress) -> None:
-        self._progress.value = int(round(progress.fraction * 1000))
-        if self._cancel_event is not None and self._cancel_event.is_set():
+        if not self._alive():
             return
-        self._status.value = progress.text()
+        self._progress.value = int(round(progress.fraction * 1000))
+        if not self._cancelled():
+            self._status.value = progress.text()
 
     def _on_returned(self, outcome: Outcome, context: dict) -> None:
         from napari.layers import Layer
 
         self.last_outcome = outcome
+        if self._cancelled():  # finished just as Cancel was pressed: still add nothing
+            self._result = RestorationCancelled("restoration cancelled")
+            return
         data, kwargs, _kind = output_layer(
             outcome.data, context["source"], axes=context["axes"], restorer=outcome.restorer,
             factor=outcome.scale, offsets=context["offsets"], provenance=outcome.provenance(),
         )
         layer = self._viewer.add_layer(Layer.create(data, kwargs, "image"))
         self._result = layer
-        self._progress.value = 1000
         self._done_message = f"Done in {outcome.seconds:.1f} s: added '{layer.name}'."
 
     def _on_errored(self, exc: BaseException) -> None:
@@ -752,36 +768,43 @@ class RestoreWidget(Container):
             self._cancel_event.set()
         self._result = RestorationCancelled("restoration cancelled")
 
+    def _on_destroyed(self, *_: Any) -> None:
+        """The dock was closed and Qt deleted the widget: stop a running restoration."""
+        if self._cancel_event is not None:
+            self._cancel_event.set()
+
     def _report_error(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_error
 
         message = friendly_error(exc)
-        self._status.value = message
-        self._status.native.setStyleSheet(ERROR_STYLE)
+        if self._alive():
+            self._status.value = message
+            self._status.native.setStyleSheet(ERROR_STYLE)
         show_error(f"napari-diffir: {message}")
 
     def _on_finished(self) -> None:
+        """Reset the UI (always, also after errors and cancel), then resolve the Future."""
         result, future = self._result, self._future
         self._worker = None
-        self._set_running(False)
-        if isinstance(result, RestorationCancelled) or (
-            result is None and self._cancel_event is not None and self._cancel_event.is_set()
-        ):
-            self._progress.value = 0
-            self._status.value = "Cancelled: no layer was added."
-            self._status.native.setStyleSheet(OK_STYLE)
+        self._running = False
+        cancelled = isinstance(result, RestorationCancelled) or (result is None and self._cancelled())
+        if self._alive():
+            self._set_running(False)
+            if cancelled:
+                self._progress.value = 0
+                self._status.value = "Cancelled: no layer was added."
+                self._status.native.setStyleSheet(OK_STYLE)
+            elif not isinstance(result, BaseException):
+                self._progress.value = 1000
+                self._status.value = getattr(self, "_done_message", "Done.")
             self._validate_quietly(keep_status=True)
-            if future is not None:
-                future.cancel()
+        if future is None:
             return
-        if isinstance(result, BaseException):
-            self._validate_quietly(keep_status=True)
-            if future is not None:
-                future.set_exception(result)
-            return
-        self._status.value = getattr(self, "_done_message", "Done.")
-        self._validate_quietly(keep_status=True)
-        if future is not None:
+        if cancelled:
+            future.cancel()
+        elif isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
             future.set_result(result)
 
     def _validate_quietly(self, keep_status: bool = False) -> None:

@@ -153,8 +153,10 @@ def test_model_instance_as_weights_and_bf16():
     """An in-memory DiffIRS2 can be passed as weights; bf16 autocast stays close to fp32."""
     model = tiny(task="deblur")
     img = np.random.default_rng(3).random((16, 16)).astype(np.float32)
+    model.train()
     r = DiffIRRestorer(weights=model)
     assert r.info.weights == "<DiffIRS2 instance>"
+    assert model.training and all(p.requires_grad for p in model.parameters())  # caller's model untouched
     a = napari_diffir.restore(img, r, seed=0)
     b = napari_diffir.restore(img, r, seed=0, precision="bf16")
     assert np.abs(a - b).max() < 0.05

@@ -90,7 +90,11 @@ class DiffIRRestorer(Restorer):
         from ..models.diffir import DiffIRS1, DiffIRS2
 
         if isinstance(weights, (DiffIRS1, DiffIRS2)):
-            model, label = weights, f"<{type(weights).__name__} instance>"
+            import copy
+
+            # a copy: eval mode, frozen weights and channels-last must not leak into the caller's
+            # model (e.g. one being trained and validated through the engine)
+            model, label = copy.deepcopy(weights), f"<{type(weights).__name__} instance>"
         else:
             from ..checkpoints import load_checkpoint
 

@@ -31,7 +31,7 @@ from magicgui.widgets import (
 
 from ..engine.axes import LOOP_AXES, validate_axes
 from ..restorer import RestorationCancelled, RestorerInfo
-from ._layers import SourceLayer, layer_axes, output_layer, plane_selection, suggest_axes
+from ._layers import SourceLayer, output_layer, plane_selection, suggest_axes
 from ._worker import Job, Outcome, Progress, friendly_error, iter_restoration, run_restoration, threads_disabled
 
 if TYPE_CHECKING:

@@ -210,9 +210,12 @@ def weights_case(path: str, args) -> list[dict]:
     if not isinstance(model, DiffIRS2):
         raise SystemExit(f"{path} is not a DiffIR stage-2 checkpoint")
     hp = model.hyperparameters
-    side = args.size or 128
-    cam = data.camera().astype(np.float32) / 255
-    gt_np = cam[192 : 192 + side * hp["scale"], 192 : 192 + side * hp["scale"]]
+    cam = data.camera().astype(np.float32) / 255  # held out from the project's training data
+    m = model.multiple_of
+    side = min(args.size or 128, cam.shape[0] // hp["scale"]) // m * m
+    full = side * hp["scale"]
+    y0 = (cam.shape[0] - full) // 2
+    gt_np = cam[y0 : y0 + full, y0 : y0 + full]
     if hp["out_channels"] == 3:
         gt_np = np.repeat(gt_np[..., None], 3, -1)
     lq_np, mask_np = degrade(hp["task"], hp["scale"], gt_np, np.random.default_rng(0))
@@ -228,12 +231,13 @@ def weights_case(path: str, args) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     has_gt = any("psnr_vs_gt" in r for r in rows)
-    head = f"{'config':<22} {'variant':<14} {'wall s':>8} {'cpu s':>8} {'x wall':>7} {'x cpu':>7} {'PSNR vs eager':>14} {'max|d|':>9}"
+    cw = max([6] + [len(r["config"]) for r in rows])
+    head = f"{'config':<{cw}} {'variant':<14} {'wall s':>8} {'cpu s':>8} {'x wall':>7} {'x cpu':>7} {'PSNR vs eager':>14} {'max|d|':>9}"
     head += f" {'PSNR vs GT':>11} {'dPSNR':>7}" if has_gt else ""
     print(head)
     print("-" * len(head))
     for r in rows:
-        line = (f"{r['config']:<22} {r['variant']:<14} {r['wall_s']:8.3f} {r['cpu_s']:8.3f} {r['speedup_wall']:7.2f} "
+        line = (f"{r['config']:<{cw}} {r['variant']:<14} {r['wall_s']:8.3f} {r['cpu_s']:8.3f} {r['speedup_wall']:7.2f} "
                 f"{r['speedup_cpu']:7.2f} {r['psnr_vs_eager']:14.2f} {r['max_abs_diff']:9.2e}")
         if has_gt and "psnr_vs_gt" in r:
             line += f" {r['psnr_vs_gt']:11.2f} {r['delta_psnr_vs_eager_db']:+7.3f}"

@@ -35,6 +35,34 @@ def test_manifest_validates_imports_and_is_the_root_file():
     assert [item.command for item in filter_menu] == [contributions.widgets[0].command]
 
 
+@pytest.mark.slow
+def test_sdist_and_wheel_ship_the_root_manifest_as_a_real_file(tmp_path):
+    """src/napari_diffir/napari.yaml is a symlink to the root file; the builds must dereference it."""
+    import subprocess
+    import sys
+    import tarfile
+    import zipfile
+
+    pytest.importorskip("build")
+    link = ROOT / "src" / "napari_diffir" / "napari.yaml"
+    assert link.is_symlink() and link.resolve() == (ROOT / "napari.yaml").resolve()
+    # like `python -m build`: the sdist first, then the wheel built from the unpacked sdist
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--skip-dependency-check",
+                    "--outdir", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    root_manifest = (ROOT / "napari.yaml").read_bytes()
+    (sdist,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        (member,) = [m for m in tar.getmembers() if m.name.endswith("src/napari_diffir/napari.yaml")]
+        assert member.isfile() and tar.extractfile(member).read() == root_manifest
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        info = whl.getinfo("napari_diffir/napari.yaml")
+        assert (info.external_attr >> 16) & 0o170000 != 0o120000  # not a symlink entry
+        assert whl.read(info) == root_manifest
+        names = set(whl.namelist())
+    assert {f"napari_diffir/napari/data/{p.name}" for p in samples.DATA.glob("*.tif")} <= names
+
+
 def test_samples_are_small_and_derived_from_held_out_nuclei_planes():
     total = sum(p.stat().st_size for p in samples.DATA.glob("*.tif"))
     assert total < 400 * 1024

@@ -72,7 +72,7 @@ from napari_diffir import Restorer, RestorerInfo, hookimpl
 class SlowSteps(Restorer):
     """A 'diffusion sampler' that takes 20 ms per step and reports every step."""
     info = RestorerInfo(name="slow-steps", display_name="Slow sampler (widget test)", task="denoise",
-                        in_channels=None, stochastic=True)
+                        in_channels=None, stochastic=True, sampling_steps=True)
     calls = 0
 
     def restore_tile(self, x, ctx):

@@ -41,7 +41,7 @@ class NoisySampler(Restorer):
     """Adds seeded field noise over ``steps`` steps, reporting each step (like a diffusion sampler)."""
 
     info = RestorerInfo(name="test-sampler", display_name="sampler", task="denoise", in_channels=1,
-                        stochastic=True, tile_overlap=8)
+                        stochastic=True, sampling_steps=True, tile_overlap=8)
 
     def __init__(self, on_step=None, **options) -> None:
         super().__init__(**options)

@@ -70,3 +70,10 @@ def test_unknown_architecture_names_families(tmp_path):
     torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3)}, path)
     with pytest.raises(UnsupportedCheckpointError, match="none of the known architectures.*diffir.*srdiff.*conv1.weight"):
         load_checkpoint(path)
+
+
+def test_text_file_named_pth_is_a_checkpoint_error(tmp_path):
+    p = tmp_path / "notes.pth"
+    p.write_text("just some notes\n")
+    with pytest.raises(CheckpointError, match="notes.pth"):
+        read_file(p)

@@ -160,6 +160,7 @@ def test_out_of_memory_halves_tile_then_explains():
         (np.zeros((10, 10)), {"precision": "fp8"}, "precision must be one of"),
         (np.zeros((10, 10)), {"tile_size": 8}, "tile_size must be an integer"),
         (np.zeros((10, 10)), {"steps": 0}, "steps must be a positive integer"),
+        (np.zeros((10, 10)), {"steps": 5}, "has no sampling steps"),
         (np.zeros((10, 10), dtype=bool), {}, "numeric image"),
         (np.zeros((3, 3)), {}, "too small"),
     ],

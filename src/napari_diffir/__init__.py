@@ -1,9 +1,17 @@
-"""napari-diffir: diffusion-based image restoration (DiffIR, SRDiff) for napari and Python."""
+"""napari-diffir: diffusion-based image restoration (DiffIR, SRDiff) for napari and Python.
 
-from .engine import restore
+``restore`` is imported on first use, so that importing the package (e.g. when napari opens a
+bundled sample or lists plugins) does not import torch.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from .hookspecs import hookimpl, hookspec
 from .registry import get_restorer, list_restorers
 from .restorer import Option, RestorationCancelled, Restorer, RestorerInfo, TileContext
+
+if TYPE_CHECKING:
+    from .engine import restore
 
 __version__ = "0.1.0"
 
@@ -20,3 +28,11 @@ __all__ = [
     "list_restorers",
     "restore",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "restore":
+        from .engine import restore
+
+        return restore
+    raise AttributeError(f"module 'napari_diffir' has no attribute {name!r}")

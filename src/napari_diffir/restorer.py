@@ -101,6 +101,8 @@ class RestorerInfo:
     """Preferred tile side (input pixels) for ``tile_size="auto"``; shrunk to fit free memory."""
     bytes_per_pixel: int = 4096
     """Rough peak memory per *output* pixel, used to size ``auto`` tiles."""
+    sampling_steps: bool = False
+    """Whether the restorer honours the engine's ``steps`` (``TileContext.steps``)."""
     stochastic: bool = False
     """Whether the output depends on random draws (then ``seed`` makes it reproducible)."""
     needs_mask: bool = False

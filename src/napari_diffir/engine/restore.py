@@ -315,6 +315,8 @@ def prepare(
         raise ValueError(f"Restorer {info.name!r} does not support precision {precision!r}; use 'fp32'")
     if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 1):
         raise ValueError(f"steps must be a positive integer, but got {steps!r}")
+    if steps is not None and not (info.sampling_steps or info.option("steps") is not None):
+        raise ValueError(f"Restorer {info.name!r} has no sampling steps; leave steps unset")
     groups, out_channels, group_out = _channel_groups(layout, info)
     if output_dtype == "input":
         output_dtype = array.dtype

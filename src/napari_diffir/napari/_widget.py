@@ -359,7 +359,7 @@ class RestoreWidget(Container):
         self._build_options(info)
         self._build_weights(info)
         stoch = info.stochastic
-        self._steps.visible = stoch and info.option("steps") is None
+        self._steps.visible = info.sampling_steps and info.option("steps") is None
         self._seed.visible = stoch and info.option("seed") is None
         self._mask.visible = info.needs_mask
         self._validate()

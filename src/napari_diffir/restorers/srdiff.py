@@ -43,6 +43,7 @@ class SRDiffRestorer(Restorer):
         tile_size=128,
         bytes_per_pixel=6144,
         stochastic=True,
+        sampling_steps=True,
         options=(
             Option("steps", int, None, min=1, max=1000,
                    help=f"sampling steps (default {DEFAULT_STEPS} for fast samplers, all trained steps for ddpm)"),

@@ -272,7 +272,8 @@ def main(argv=None) -> None:
     print_table(rows)
     if args.json:
         meta = dict(torch=torch.__version__, threads=torch.get_num_threads(), rounds=args.rounds)
-        Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+        finite = [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()} for r in rows]
+        Path(args.json).write_text(json.dumps(dict(meta=meta, rows=finite), indent=2))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ def test_denoise_through_the_engine_is_seeded_and_shape_preserving(checkpoint):
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 0
     assert img.max() <= 1  # the caller's array is untouched
+    assert napari_diffir.restore(img[:5, :6], "diffir", weights=path, seed=1).shape == (5, 6)  # padded to 8
     np.testing.assert_array_equal(img, np.random.default_rng(0).random((30, 21)).astype(np.float32))
 
 

@@ -167,9 +167,9 @@ class Stage2(nn.Module):
         ipr, _ = self.net.diffusion(lq, target)
         l_ipr = F.l1_loss(ipr, target)
         if step < self.encoder_steps(total):
-            return l_ipr, {"ipr": float(l_ipr)}
+            return l_ipr, {"ipr": l_ipr.item()}
         l_pix = F.l1_loss(self.net.G(lq, ipr), gt)
-        return l_pix + l_ipr, {"pix": float(l_pix), "ipr": float(l_ipr)}
+        return l_pix + l_ipr, {"pix": l_pix.item(), "ipr": l_ipr.item()}
 
     @torch.no_grad()
     def predict(self, net, lq, seed, gt=None):

@@ -85,3 +85,12 @@ def test_bundled_sample_as_input(tmp_path):
     img = read_tiff(str(out))
     assert img.data.shape == (256, 256) and img.pixel_size["X"] == pytest.approx(0.26)
     assert main(["restore", "sample:nope", str(tmp_path / "x.tif"), "-r", "lanczos", "-q"]) == 2
+
+
+def test_mask_option_reaches_the_engine(tmp_path, capsys):
+    img = tmp_path / "img.tif"
+    tifffile.imwrite(img, np.zeros((32, 32), np.uint16))
+    mask = tmp_path / "mask.tif"
+    tifffile.imwrite(mask, np.ones((16, 16), np.uint8))
+    assert main(["restore", str(img), str(tmp_path / "o.tif"), "-r", "tv", "--mask", str(mask), "-q"]) == 2
+    assert "mask has shape (16, 16)" in capsys.readouterr().err

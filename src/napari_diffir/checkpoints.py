@@ -47,7 +47,7 @@ class LoadedCheckpoint:
 
     def summary(self) -> str:
         lines = [f"{self.path}", f"  family: {self.family}", f"  container: {self.container or 'bare state dict'}"]
-        lines += [f"  {k}: {v}" for k, v in self.description.items()]
+        lines += [f"  {k}: {v}" for k, v in self.description.items() if k != "family"]
         return "\n".join(lines)
 
 

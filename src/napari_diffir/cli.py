@@ -58,12 +58,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     image = read_image(args.input)
     axes = args.axes or image.axes
     tile = args.tile if args.tile in (None, "auto") else _tile_arg(args.tile)
+    mask = read_image(args.mask).data if args.mask else None
     bar = _progress_bar(args.quiet)
     try:
         out = restore(
             image.data, args.restorer, axes=axes, weights=args.weights, tile_size=tile,
             tile_overlap=args.overlap, device=args.device, precision=args.precision,
-            steps=args.steps, seed=args.seed, progress=bar.update if bar else None,
+            steps=args.steps, seed=args.seed, mask=mask, progress=bar.update if bar else None,
             output_dtype=args.output_dtype, options=_parse_options(args.option),
         )
     finally:
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     p.add_argument("--steps", type=int, help="sampling steps for diffusion restorers")
     p.add_argument("--seed", type=int, help="random seed for stochastic restorers")
+    p.add_argument("--mask", help="inpainting mask TIFF (Y, X), nonzero = pixels to fill")
     p.add_argument("--output-dtype", help="float32 (default), 'input' or a numpy dtype name")
     p.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="restorer option")
     p.add_argument("--chunk", type=int, help="stream block by block with blocks of this many pixels "

@@ -76,7 +76,7 @@ def test_ome_zarr_round_trip_keeps_axes_scale_translation_and_units(tmp_path):
 
 
 def test_ome_zarr_from_ome_zarr_py_is_read(tmp_path):
-    """Files written by ome-zarr-py (0.5 with Zarr v3, or 0.4) open with axes and scale."""
+    """Files written by ome-zarr-py (NGFF 0.5: Zarr v3, 'ome' attributes) open with axes and scale."""
     writer = pytest.importorskip("ome_zarr.writer")
     img = _stack((2, 64, 64))
     path = str(tmp_path / "ext.ome.zarr")

@@ -142,12 +142,28 @@ def _process_pool(workers: int | None):
 
     if os.environ.get("PYTHONHASHSEED") in (None, "0"):
         os.environ["PYTHONHASHSEED"] = "6640"  # what dask sets: consistent hashing in children
-    pool = ProcessPoolExecutor(workers or os.cpu_count(), mp_context=get_context(),
-                               initializer=partial(initialize_worker_process, user_initializer=None))
+    n = workers or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // n)
+    pool = ProcessPoolExecutor(
+        n, mp_context=get_context(),
+        initializer=partial(initialize_worker_process, user_initializer=partial(_share_cores, threads)),
+    )
     try:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _share_cores(threads: int) -> None:
+    """Give each worker process its share of the cores: oversubscribed OpenMP threads spin and
+    can make torch many times slower (dask.distributed's nanny does the same with 1 thread)."""
+    import os
+    import sys
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _distributed_classes():

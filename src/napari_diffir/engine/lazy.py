@@ -21,6 +21,7 @@ import inspect
 import os
 import random
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,7 +323,9 @@ class _BlockRestorer:
     def token(self, x, mask) -> str:
         from dask.base import tokenize
 
-        who = self.spec if self.spec is not None else ("instance", id(self.instance))
+        # a named restorer is fully described by its spec; an instance's state can change
+        # between calls, so its graphs are never shared (no stale results from dask caches)
+        who = self.spec if self.spec is not None else ("instance", uuid.uuid4().hex)
         params = {k: v for k, v in self.__dict__.items() if k not in ("spec", "instance")}
         return tokenize(x.name, None if mask is None else mask.name, who, repr(sorted(params.items(), key=str)))
 

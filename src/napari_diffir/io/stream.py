@@ -216,7 +216,8 @@ def _plan(input, output, restorer, weights, options, axes, chunk, tile_size, til
     s, m = info.scale, info.multiple_of
     halo = -(-(info.tile_overlap if tile_overlap is None else int(tile_overlap)) // m) * m
     tile = _tile_size(tile_size, info, *layout.yx, _client_device(device))
-    chunk = _chunk_size(chunk, tile, halo, m)
+    # tile_size=None (no tiling) still streams: blocks of at most 1024 pixels, each restored whole
+    chunk = _chunk_size(chunk, min(tile, 1024) if tile_size is None else tile, halo, m)
     x = source.data.rechunk({i: 1 if a in LOOP_AXES else chunk if a in "YX" else -1 for i, a in enumerate(ax)})
     x = x.rechunk(plan_chunks(x.chunks, layout, halo, name, multiple=m))
     out_dtype = np.dtype(np.float32) if output_dtype is None else (

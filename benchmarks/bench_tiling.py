@@ -56,6 +56,7 @@ def child(args) -> dict:
     restorer = nd.get_restorer(args.restorers[0], **({"weights": args.weights} if args.weights else {}), **opts)
     nd.restore(_image(256), restorer, seed=0)  # warm-up: lazy imports, kernels, model on device
     img = _image(args.size)
+    cpu0 = _cpu_seconds()
     if args.mode == "stream":
         import tempfile
 
@@ -80,15 +81,43 @@ def child(args) -> dict:
         out = nd.restore(img, restorer, seed=0, output_dtype="input")
         seconds = time.perf_counter() - t0
         assert out.shape[-1] == args.size * restorer.info.scale and np.isfinite(out).all()
+    cpu = _cpu_seconds() - cpu0
     from napari_diffir.engine.device import resolve_device
     from napari_diffir.engine.restore import auto_tile_size
 
+    tile = auto_tile_size(restorer.info, resolve_device("auto"))
     return {
         "restorer": restorer.info.name, "mode": args.mode, "size": args.size, "megapixels": args.size**2 / 1e6,
         "scale": restorer.info.scale, "seconds": seconds, "mp_per_s": args.size**2 / 1e6 / seconds,
         "peak_rss_mib": _peak_rss_mib(), "rss_before_run_mib": rss_before, "peak_is_run_only": windowed,
-        "tile": auto_tile_size(restorer.info, resolve_device("auto")), "threads": torch.get_num_threads(),
+        "tile": tile, "threads": torch.get_num_threads(), "cpu_seconds": cpu,
+        "work_ratio": _work_ratio(restorer.info, args.size, tile, args.mode),
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads): robust against other load."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _work_ratio(info, size: int, tile: int, mode: str) -> float:
+    """Pixels the model computes / image pixels: tile overlaps (memory) or halos (stream)."""
+    from napari_diffir.engine.tiling import make_tiles, padded_size
+
+    m = info.multiple_of
+    if mode == "memory":  # as Run._tiled lays tiles over the padded plane
+        p = padded_size(size, m, info.min_size)
+        t = max(padded_size(info.min_size, m, 1), min(tile, p) // m * m)
+        tiles = make_tiles(p, p, t, min(info.tile_overlap, t // 2), align=m)
+        return sum(x.h * x.w for x in tiles) / size**2
+    from napari_diffir.engine.lazy import _regular
+    from napari_diffir.io.stream import _chunk_size
+
+    halo = -(-info.tile_overlap // m) * m
+    chunks = _regular(size, -(-_chunk_size(None, tile, halo, m) // m) * m)
+    sides = [c + (halo if i > 0 else 0) + (halo if i < len(chunks) - 1 else 0) for i, c in enumerate(chunks)]
+    return sum(sides) ** 2 / size**2
 
 
 def _reset_peak_rss() -> bool:
@@ -229,12 +258,15 @@ def _linearity(rows) -> dict:
             continue
         mp = np.array([r["megapixels"] for r in rs])
         t = np.array([r["seconds"] for r in rs])
+        cpu = [r.get("cpu_seconds") for r in rs]
+        work = [r.get("work_ratio") for r in rs]
+        per_computed = [c / (m * w) for c, m, w in zip(cpu, mp, work)] if None not in cpu + work else None
         slope, intercept = np.polyfit(mp, t, 1)
         pred = slope * mp + intercept
         r2 = 1 - ((t - pred) ** 2).sum() / max(((t - t.mean()) ** 2).sum(), 1e-12)
         exponent = float(np.polyfit(np.log(mp), np.log(t), 1)[0])  # t ~ pixels**exponent
         out[name] = {"s_per_mp": (t / mp).tolist(), "fit_s_per_mp": float(slope), "fit_offset_s": float(intercept),
-                     "r2": float(r2), "exponent": exponent}
+                     "r2": float(r2), "exponent": exponent, "cpu_s_per_computed_mp": per_computed}
     return out
 
 
@@ -249,19 +281,25 @@ def _print_table(report) -> None:
     rows = report["rows"]
     print(f"\nTiled restoration, uint16 input, default tile size "
           f"({report['machine']['cpus']} CPUs, load average {report['machine']['load_avg_1min']:.1f})\n")
-    print("| restorer | mode | image | output | tile | time (s) | MP/s | RSS before (MiB) | peak RSS (MiB) | < 2 GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| restorer | mode | image | output | tile | computed/image px | time (s) | CPU (s) | MP/s "
+          "| RSS before (MiB) | peak RSS (MiB) | < 2 GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         out = r["size"] * r["scale"]
         ok = "yes" if r["peak_rss_mib"] < LIMIT_GIB * 1024 else "**no**"
-        print(f"| {r['restorer']} | {r['mode']} | {r['size']}² | {out}² | {r['tile']} | {r['seconds']:.2f} | "
-              f"{r['mp_per_s']:.2f} | {r['rss_before_run_mib']:.0f} | {r['peak_rss_mib']:.0f} | {ok} |")
-    print("\nTime vs pixels (t = a·MP + b; exponent of t ~ pixels^k, 1.0 = linear):\n")
-    print("| restorer | s/MP per size | a (s/MP) | b (s) | R² | k |")
-    print("|---|---|---|---|---|---|")
+        cpu = f"{r['cpu_seconds']:.1f}" if "cpu_seconds" in r else "–"
+        ratio = f"{r['work_ratio']:.2f}" if "work_ratio" in r else "–"
+        print(f"| {r['restorer']} | {r['mode']} | {r['size']}² | {out}² | {r['tile']} | {ratio} | "
+              f"{r['seconds']:.2f} | {cpu} | {r['mp_per_s']:.2f} | {r['rss_before_run_mib']:.0f} | "
+              f"{r['peak_rss_mib']:.0f} | {ok} |")
+    print("\nTime vs pixels (t = a·MP + b; exponent of t ~ pixels^k, 1.0 = linear; computed MP counts tile "
+          "overlaps or block halos):\n")
+    print("| restorer | s/MP per size | CPU s per computed MP, per size | a (s/MP) | b (s) | R² | k |")
+    print("|---|---|---|---|---|---|---|")
     for name, lin in report["linearity"].items():
         per = ", ".join(f"{v:.2f}" for v in lin["s_per_mp"])
-        print(f"| {name} | {per} | {lin['fit_s_per_mp']:.3f} | {lin['fit_offset_s']:.2f} | "
+        comp = ", ".join(f"{v:.2f}" for v in lin["cpu_s_per_computed_mp"]) if lin.get("cpu_s_per_computed_mp") else "–"
+        print(f"| {name} | {per} | {comp} | {lin['fit_s_per_mp']:.3f} | {lin['fit_offset_s']:.2f} | "
               f"{lin['r2']:.4f} | {lin['exponent']:.2f} |")
 
 

@@ -155,3 +155,14 @@ def test_streaming_to_ome_zarr_through_a_scheduler_address(client, volume, tmp_p
     assert sum(s["blocks"] for s in stats.values()) == N_BLOCKS and all(s["blocks"] for s in stats.values())
     held = client.run(_largest_held)
     assert all(b < got.nbytes / 4 for b in held.values())
+
+
+@pytest.mark.slow
+def test_an_active_client_is_used_when_no_scheduler_is_named(client, volume, tmp_path):
+    """restore_file without --scheduler runs on the Client the caller already made."""
+    path, _ = volume
+    client.run(_reset)
+    with client.as_current():
+        restore_file(path, str(tmp_path / "o.ome.zarr"), "lanczos", chunk=48, progress=False)
+    stats = client.run(lazy.block_stats)
+    assert sum(s["blocks"] for s in stats.values()) == N_BLOCKS

@@ -2,7 +2,8 @@
 
 ``--scheduler`` on the command line maps to :func:`open_scheduler`:
 
-- ``threads`` (default): dask's thread pool in this process (one model shared by the threads).
+- ``threads`` (default, unless a dask.distributed ``Client`` is already active in this process,
+  which is then used): dask's thread pool in this process (one model shared by the threads).
 - ``processes``: dask's process pool on this machine (one model per process).
 - ``synchronous``: one block after another in this thread (debugging).
 - ``local`` or ``local:N``: a ``distributed.LocalCluster`` with N single-threaded worker processes.
@@ -83,6 +84,11 @@ def open_scheduler(spec: str | None = None, *, workers: int | None = None,
     import dask
 
     timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    if spec is None:
+        client = _current_client()
+        if client is not None:  # a Client the caller created (e.g. in a notebook) is used as is
+            yield Scheduler("distributed", client)
+            return
     name = (spec or "threads").strip()
     lower = name.lower()
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -164,6 +170,18 @@ def _share_cores(threads: int) -> None:
         os.environ[var] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+
+
+def _current_client():
+    """The default dask.distributed Client of this process, if the caller made one."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return None
+    try:
+        return sys.modules["distributed"].default_client()
+    except ValueError:
+        return None
 
 
 def _distributed_classes():

@@ -38,6 +38,17 @@ def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, ha
     save_file({k: v.contiguous() for k, v in sd.items()}, str(out), metadata={"format": "pt", "name": name})
     card = json.loads(weights.with_suffix(".json").read_text())
     card["name"] = name
+    # provenance of the earlier stage (DiffIR stage 1 / SRDiff RRDB pre-training) in the same card
+    for key in ("s1", "rrdb"):
+        prev = (card.get("stage_inputs") or {}).get(key)
+        if prev and Path(prev).with_suffix(".json").is_file():
+            prev_card = json.loads(Path(prev).with_suffix(".json").read_text())
+            card.setdefault("previous_stages", {})[key] = {
+                "training": prev_card.get("training"), "validation_best": prev_card.get("validation", {}).get("best"),
+                "validation_input": prev_card.get("validation_input")}
+    stages = [card["training"]] + [v["training"] for v in card.get("previous_stages", {}).values() if v.get("training")]
+    card["total_wall_time_s"] = round(sum(t.get("wall_time_s", 0) for t in stages), 1)
+    card["total_steps"] = sum(t.get("steps", 0) for t in stages)
     card["storage"] = ("float16 parameters, float32 diffusion-schedule buffers" if half else "float32")
     card["source_checkpoint"] = str(weights)
     card["license"] = ("Weights: same license as napari-diffir. Training data: scikit-image sample images, "

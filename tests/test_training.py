@@ -150,8 +150,24 @@ def test_diffir_two_stages_cards_resume_and_bundled_loading(image_dir, tmp_path)
     assert restorer.info.name == "diffir-denoise" and restorer.info.in_channels == 1
     import napari_diffir
 
-    out = napari_diffir.restore(np.random.default_rng(0).random((24, 20)).astype(np.float32), restorer, seed=1)
+    img = np.random.default_rng(0).random((24, 20)).astype(np.float32)
+    out = napari_diffir.restore(img, restorer, seed=1)
     assert out.shape == (24, 20) and np.isfinite(out).all()
+
+    # bundling: float16 parameters, float32 schedule buffers, stage-1 provenance in the card
+    from safetensors.torch import load_file
+
+    from napari_diffir.training.bundle import bundle
+
+    shipped = bundle(s2 / "best.safetensors", "diffir-denoise", tmp_path / "weights")
+    sd = load_file(str(shipped))
+    assert sd["G.patch_embed.proj.weight"].dtype == torch.float16
+    assert sd["diffusion.sqrt_recip_alphas_cumprod"].dtype == torch.float32
+    card = json.loads(shipped.with_suffix(".json").read_text())
+    assert card["previous_stages"]["s1"]["training"]["steps"] == 3
+    assert card["total_steps"] == 5 and card["training"]["stage"] == "diffir-s2"
+    out16 = napari_diffir.restore(img, DiffIRDenoise(weights=str(shipped)), seed=1)
+    np.testing.assert_allclose(out16, out, atol=5e-3)
 
 
 def test_resume_continues_exactly(image_dir, tmp_path):

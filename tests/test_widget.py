@@ -434,7 +434,8 @@ def test_wrong_checkpoint_file_gives_a_message_not_a_traceback(viewer, tmp_path,
     widget._restorer.value = "srdiff"
     bad = tmp_path / "notes.pth"
     bad.write_text("this is not a checkpoint")
-    monkeypatch.setattr(widget, "_ask_checkpoint_path", lambda: str(bad))
+    # patch the class: magicgui containers treat instance delattr (monkeypatch undo) as widget removal
+    monkeypatch.setattr(type(widget), "_ask_checkpoint_path", lambda self: str(bad))
     widget._weights.value = LOAD  # what choosing "Load checkpoint…" does
     assert widget._weights_info.value.startswith("Cannot")
     assert "notes.pth" in widget._weights_info.value and "Traceback" not in widget._weights_info.value

@@ -198,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"napari-diffir {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, RestorationCancelled):
-        print(f"napari-diffir {args.command}: interrupted; nothing was written", file=sys.stderr)
+        print(f"napari-diffir {args.command}: interrupted; the output was not written "
+              "(a streamed run keeps OUTPUT.partial and resumes from it)", file=sys.stderr)
         return 130
 
 

@@ -143,7 +143,7 @@ class Run:
         s = info.scale
         out_work = np.empty((n_planes, self.out_channels, h * s, w * s), np.float32)
         self.restorer.to(self.device)
-        total_tiles = n_planes * len(groups) * len(make_tiles(h, w, self.tile, self.overlap))
+        total_tiles = n_planes * len(groups) * len(self._plane_tiles(h, w, self.tile)[2])
         state = {"done": 0}
 
         def report(frac: float, msg: str) -> None:
@@ -198,17 +198,13 @@ class Run:
 
     def _tiled(self, x, mask, tile, n, gi, report, cancel, state) -> np.ndarray:
         """Pad the plane once to the restorer's multiple, restore aligned tiles, blend, crop back."""
-        info = self.restorer.info
-        s, m = info.scale, info.multiple_of
-        c, h, w = x.shape
-        ph, pw = padded_size(h, m, info.min_size), padded_size(w, m, info.min_size)
+        s = self.restorer.info.scale
+        _, h, w = x.shape
+        ph, pw, tiles, overlap = self._plane_tiles(h, w, tile)
         xp = pad_to(torch.from_numpy(np.ascontiguousarray(x))[None], ph, pw)[0].numpy()
         mp = None
         if mask is not None:
             mp = pad_to(torch.from_numpy(np.ascontiguousarray(mask))[None, None], ph, pw)[0, 0].numpy()
-        tile = max(padded_size(info.min_size, m, 1), min(tile, max(ph, pw)) // m * m)
-        overlap = min(self.overlap, tile // 2)
-        tiles = make_tiles(ph, pw, tile, overlap, align=m)
         acc = np.zeros((self.group_out, ph * s, pw * s), np.float32)
         wsum = np.zeros((ph * s, pw * s), np.float32)
         start_done = state["done"]
@@ -222,6 +218,15 @@ class Run:
             state["done"] = start_done + k + 1
             report(0.0, f"{self._where(n, gi)}tile {k + 1}/{len(tiles)}")
         return (acc / wsum)[:, : h * s, : w * s]
+
+    def _plane_tiles(self, h: int, w: int, tile: int) -> tuple[int, int, list[Tile], int]:
+        """Padded plane size, its tiles (aligned to the restorer's multiple) and the overlap."""
+        info = self.restorer.info
+        m = info.multiple_of
+        ph, pw = padded_size(h, m, info.min_size), padded_size(w, m, info.min_size)
+        tile = max(padded_size(info.min_size, m, 1), min(tile, max(ph, pw)) // m * m)
+        overlap = min(self.overlap, tile // 2)
+        return ph, pw, make_tiles(ph, pw, tile, overlap, align=m), overlap
 
     def _where(self, n: int, gi: int) -> str:
         """'plane 2/5, channel 1/3, ' prefix for progress messages of nD/multichannel data."""

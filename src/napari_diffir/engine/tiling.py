@@ -38,12 +38,24 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
     return sorted(set(starts))
 
 
+def even_tile(length: int, tile: int, overlap: int, align: int = 1) -> int:
+    """The smallest tile (<= ``tile``, a multiple of ``align``) that covers ``length`` with as
+    few tiles as ``tile`` would: an image just over one tile wide is cut into two halves plus the
+    overlap instead of two full tiles and a third, so little work is done twice."""
+    if length <= tile:
+        return length
+    n = -(-(length - overlap) // max(1, tile - overlap))
+    even = -(-(length + (n - 1) * overlap) // n)
+    even = -(-even // align) * align
+    return min(tile, max(even, overlap + align))
+
+
 def make_tiles(h: int, w: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
-    th, tw = min(tile, h), min(tile, w)
+    th, tw = even_tile(h, tile, overlap, align), even_tile(w, tile, overlap, align)
     return [
         Tile(y, x, th, tw)
-        for y in tile_starts(h, tile, overlap, align)
-        for x in tile_starts(w, tile, overlap, align)
+        for y in tile_starts(h, th, overlap, align)
+        for x in tile_starts(w, tw, overlap, align)
     ]
 
 

@@ -160,6 +160,17 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def _parse_config(text: str) -> tuple[str, int, float]:
+    """``sampler[@eta]:steps`` -> (sampler, steps, eta), e.g. ``ddim@0.5:20``."""
+    name, steps = text.split(":")
+    sampler, _, eta = name.partition("@")
+    return sampler, int(steps), float(eta) if eta else 0.0
+
+
+def _label(cfg: tuple[str, int, float]) -> str:
+    return cfg[0] + (f"@{cfg[2]:g}" if cfg[2] else "")
+
+
 def bench_curve(args) -> dict:
     torch.set_num_threads(args.threads)
     weights = args.weights or (str(BUNDLED) if BUNDLED.exists() else None)
@@ -167,7 +178,7 @@ def bench_curve(args) -> dict:
         raise SystemExit("curve needs a trained model: pass --weights (no bundled srdiff-sr4 yet)")
     model = _load(weights)
     s, c = model.scale, model.in_channels
-    configs = [(k.split(":")[0], int(k.split(":")[1])) for k in args.configs]
+    configs = [_parse_config(k) for k in args.configs]
     images = _eval_images(args.size, s)
     rows = {cfg: {"psnr": [], "lr_psnr": [], "seconds": []} for cfg in configs}
     base = {"bicubic": [], "rrdb": []}
@@ -180,23 +191,23 @@ def bench_curve(args) -> dict:
             base["bicubic"].append(_psnr(np.clip((up[0, 0].numpy() + 1) / 2, 0, 1), hr))
             base["rrdb"].append(_psnr((model.rrdb(lr_t)[0, 0].numpy() + 1) / 2, hr))
         for cfg in configs:
-            sampler, steps = cfg
+            sampler, steps, eta = cfg
             for seed in range(args.seeds):
                 g = torch.Generator().manual_seed(seed)
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    sr = model.sample(lr_t, up, sampler=sampler, steps=steps, generator=g)
+                    sr = model.sample(lr_t, up, sampler=sampler, steps=steps, eta=eta, generator=g)
                 dt = time.perf_counter() - t0
                 out = np.clip((sr[0].mean(0).numpy() + 1) / 2, 0, 1).astype(np.float64)
                 rows[cfg]["psnr"].append(_psnr(out, hr))
                 rows[cfg]["lr_psnr"].append(_psnr(imresize(out, 1 / s), lr))
                 rows[cfg]["seconds"].append(dt)
-            print(f"  {name:12s} {sampler}:{steps:<4d} PSNR {np.mean(rows[cfg]['psnr'][-args.seeds:]):6.2f}"
+            print(f"  {name:12s} {_label(cfg)}:{steps:<4d} PSNR {np.mean(rows[cfg]['psnr'][-args.seeds:]):6.2f}"
                   f"  {np.mean(rows[cfg]['seconds'][-args.seeds:]):6.2f} s", file=sys.stderr, flush=True)
     ref_cfg = ("ddpm", model.num_timesteps)
     table = []
     for cfg, r in rows.items():
-        table.append({"sampler": cfg[0], "steps": cfg[1], "psnr": float(np.mean(r["psnr"])),
+        table.append({"sampler": _label(cfg), "steps": cfg[1], "psnr": float(np.mean(r["psnr"])),
                       "lr_psnr": float(np.mean(r["lr_psnr"])), "seconds": float(np.mean(r["seconds"]))})
     ref = next((r for r in table if (r["sampler"], r["steps"]) == ref_cfg), None)
     for r in table:
@@ -227,7 +238,8 @@ def plot_curve(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for sampler, marker in (("ddpm", "o"), ("ddim", "s"), ("dpm++2m", "^")):
+    labels = list(dict.fromkeys(r["sampler"] for r in result["rows"]))
+    for sampler, marker in zip(labels, "os^vD<>px*"):
         rs = sorted((r for r in result["rows"] if r["sampler"] == sampler), key=lambda r: r["steps"])
         if not rs:
             continue

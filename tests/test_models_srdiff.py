@@ -241,23 +241,35 @@ def test_ddim_with_eta_one_on_all_steps_is_ddpm():
     torch.testing.assert_close(ddim, ddpm, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddim", 5), ("dpm++2m", 5), ("dpm++2m", 1), ("ddpm", 7)])
-def test_fast_samplers_report_progress_and_use_x_T_only_when_deterministic(sampler, steps):
+def test_first_order_sde_step_is_ancestral_sampling():
+    """DPM-Solver++(2M) SDE's first-order step is DDPM's posterior on the same grid."""
+    m = _tiny(timesteps=30)
+    lr = torch.rand(2, 1, 3, 4) * 2 - 1
+    sde = m.sample(lr, sampler="dpm++2m-sde", steps=2, generator=torch.Generator().manual_seed(4))
+    ddpm = m.sample(lr, sampler="ddim", eta=1.0, steps=2, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(sde, ddpm, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler,steps,streams", [
+    ("ddim", 5, [0]), ("dpm++2m", 5, [0]), ("dpm++2m", 1, [0]),
+    ("ddpm", 7, list(range(8))),  # on a sub-grid: ancestral sampling, one draw per step
+    ("dpm++2m-sde", 6, list(range(6))),  # no draw after the final jump to the clean residual
+])
+def test_fast_samplers_report_progress_and_draw_noise_per_step(sampler, steps, streams):
     """Every sampler calls back once per step; deterministic ones depend on x_T alone."""
     m = _tiny(timesteps=20)
     lr = torch.rand(1, 1, 3, 4) * 2 - 1
     calls = []
-    streams = []
+    drawn = []
 
     def noise(like, stream):
-        streams.append(stream)
+        drawn.append(stream)
         return torch.ones_like(like) * (0.1 if stream else 1.0)
 
     out = m.sample(lr, sampler=sampler, steps=steps, noise=noise, callback=lambda d, n: calls.append((d, n)))
     assert out.shape == (1, 1, 12, 16) and torch.isfinite(out).all()
     assert calls == [(i, steps) for i in range(1, steps + 1)]
-    stochastic = sampler == "ddpm"  # on a sub-grid: ancestral sampling, one draw per step
-    assert streams == (list(range(steps + 1)) if stochastic else [0])
+    assert drawn == streams
 
 
 def test_sample_output_is_the_residual_around_img_lr_up():

@@ -26,7 +26,7 @@ DEFAULT_SAMPLER = "dpm++2m"
 DEFAULT_STEPS = 20
 """Provisional fast default; see docs/models.md for the measured step/quality curve."""
 
-SAMPLER_CHOICES = ("ddpm", "ddim", "dpm++2m")
+SAMPLER_CHOICES = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
 
 
 class SRDiffRestorer(Restorer):
@@ -48,7 +48,8 @@ class SRDiffRestorer(Restorer):
             Option("steps", int, None, min=1, max=1000,
                    help=f"sampling steps (default {DEFAULT_STEPS} for fast samplers, all trained steps for ddpm)"),
             Option("sampler", str, DEFAULT_SAMPLER, choices=SAMPLER_CHOICES,
-                   help="ddpm = the official 100-step sampler; ddim / dpm++2m are training-free fast samplers"),
+                   help="ddpm: ancestral (the official sampler at 100 steps); ddim, dpm++2m, "
+                        "dpm++2m-sde: training-free fast samplers"),
             Option("eta", float, 0.0, min=0.0, max=1.0, help="DDIM stochasticity (0 = deterministic)"),
             Option("scale", int, None, choices=(2, 4, 8),
                    help="must equal the checkpoint's scale (the default uses it)"),

@@ -111,3 +111,13 @@ def test_example_plugin_package_installs_and_registers(tmp_path):
             "print([i.source for i in nd.list_restorers() if i.name == 'unsharp'][0], float(np.abs(y - x).max()) > 0)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "napari-diffir-unsharp 0.1.0 True"
+
+
+def test_bundled_models_are_listed_first(fresh_registry):
+    from napari_diffir.restorers import bundled
+
+    infos = napari_diffir.list_restorers()
+    shipped = [n for n in ("diffir-denoise", "diffir-sr4", "srdiff-sr4") if bundled.weights_path(n).is_file()]
+    if not shipped:
+        pytest.skip("no bundled weights in this checkout")
+    assert sorted(i.name for i in infos[: len(shipped)]) == sorted(shipped)

@@ -167,9 +167,13 @@ def reload() -> None:
 
 def list_restorers() -> list[RestorerInfo]:
     """Information on every registered restorer, bundled models first, then by task and name."""
-    entries = _registry()
-    infos = [e.cls.info.replace(source=e.source) for e in entries.values()]
-    return sorted(infos, key=lambda i: (i.source != "napari-diffir (built-in)" or i.weights is None, i.task, i.name))
+    entries = sorted(_registry().values(), key=lambda e: (not _ships_weights(e), e.cls.info.task, e.cls.info.name))
+    return [e.cls.info.replace(source=e.source) for e in entries]
+
+
+def _ships_weights(entry: _Entry) -> bool:
+    """Bundled models: built-in restorers whose class carries default weights."""
+    return entry.source == "napari-diffir (built-in)" and getattr(entry.cls, "default_weights", None) is not None
 
 
 def restorer_class(name: str) -> type[Restorer]:

@@ -197,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, *USER_ERRORS) as exc:
         print(f"napari-diffir {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `napari-diffir list | head`
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except (KeyboardInterrupt, RestorationCancelled):
         print(f"napari-diffir {args.command}: interrupted; the output was not written "
               "(a streamed run keeps OUTPUT.partial and resumes from it)", file=sys.stderr)

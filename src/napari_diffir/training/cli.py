@@ -52,6 +52,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a checkpoint")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--name", default=None, help="model name written into the card (e.g. diffir-denoise)")
+    g.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="fine-tune: start from these weights (a bundled model name such as diffir-denoise, "
+                        "or a .safetensors file of the same architecture) instead of random ones")
+    g.add_argument("--amp", choices=("bf16", "none"), default="bf16",
+                   help="mixed precision of the training step (default bf16 autocast; validation stays fp32)")
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -143,8 +148,9 @@ def prepare(args: argparse.Namespace):
                             n_encoder_res=args.n_encoder_res, n_feats=args.n_feats)
         lq_multiple = arch.multiple_of
         ema = 0.999 if args.ema is None else args.ema
-        if args.stage == 2 and not args.s1:
-            raise ValueError("DiffIR stage 2 needs the stage-1 checkpoint: pass --s1 RUN_DIR/best.safetensors")
+        if args.stage == 2 and not (args.s1 or args.init):
+            raise ValueError("DiffIR stage 2 needs the stage-1 checkpoint (--s1 RUN_DIR/best.safetensors) "
+                             "or a stage-2 model to fine-tune (--init)")
     else:
         from .srdiff import SRDiffConfig
 
@@ -198,7 +204,11 @@ def prepare(args: argparse.Namespace):
     if family == "diffir":
         from .diffir import Stage1, Stage2
 
-        stage = Stage1(arch) if args.stage == 1 else Stage2(arch, args.s1, args.encoder_fraction)
+        if args.stage == 1:
+            stage = Stage1(arch)
+        else:
+            enc = args.encoder_fraction if args.encoder_fraction is not None else (0.0 if args.init else None)
+            stage = Stage2(arch, args.s1, enc)
         name = args.name or ("diffir-denoise" if task == "deblur" else f"diffir-sr{scale}")
         variant = "DiffIRS1" if args.stage == 1 else "DiffIRS2"
         hyper = stage.net.hyperparameters
@@ -209,10 +219,13 @@ def prepare(args: argparse.Namespace):
         name = args.name or f"srdiff-sr{scale}"
         variant = "RRDBNet" if args.stage == "rrdb" else "SRDiff"
         hyper = stage.net.hyperparameters
+    init_card = None
+    if args.init:
+        init_card = load_init_weights(stage.net, args.init)
     cfg = LoopConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, patch_size=p, lr=args.lr,
                      ema=ema, seed=args.seed, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
                      max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads, progress=not args.quiet,
-                     resume=not args.no_resume, command=canonical_command(args))
+                     resume=not args.no_resume, command=canonical_command(args), amp=args.amp)
     card = {
         "name": name,
         "family": family,
@@ -227,9 +240,52 @@ def prepare(args: argparse.Namespace):
                           "note": "percentiles of the degraded input; the same affine map applied to the target"},
         "data": data_card,
         "validation_input": input_metrics,
-        "stage_inputs": {"s1": getattr(args, "s1", None), "rrdb": getattr(args, "rrdb", None)},
+        "stage_inputs": {"s1": getattr(args, "s1", None), "rrdb": getattr(args, "rrdb", None),
+                         "init": args.init},
     }
+    if init_card is not None:
+        card["initialised_from"] = init_card
     return stage, sampler, val, cfg, card
+
+
+def resolve_init(spec: str) -> Path:
+    """A bundled model name or a weights file -> the ``.safetensors`` path to start from."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    from ..restorers.bundled import weights_path
+
+    bundled = weights_path(spec)
+    if "/" not in spec and "\\" not in spec and bundled.is_file():
+        return bundled
+    raise ValueError(f"--init {spec!r} is neither a weights file nor a bundled model name")
+
+
+def load_init_weights(net: Any, spec: str) -> dict:
+    """Load the weights named by ``--init`` into ``net`` (strictly), returning their provenance
+    for the new model card: the card of the starting model, without its validation history."""
+    from safetensors.torch import load_file
+
+    path = resolve_init(spec)
+    try:
+        sd = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
+        raise ValueError(f"--init {spec!r}: cannot read {path.name}: {exc}") from None
+    own = net.state_dict()
+    try:
+        net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"--init {spec!r} does not match the architecture given on the command line: "
+                         f"{str(exc).splitlines()[0]}") from None
+    info: dict = {"weights": spec}
+    card_path = path.with_suffix(".json")
+    if card_path.is_file():
+        prior = json.loads(card_path.read_text())
+        info.update({k: prior[k] for k in ("name", "training", "total_steps", "total_wall_time_s", "previous_stages")
+                     if k in prior})
+        if "validation" in prior:
+            info["validation_best"] = prior["validation"].get("best")
+    return info
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -71,8 +71,8 @@ class Degradation:
     scale: int = 1
     p_noise: float = 1.0
     p_gaussian: float = 0.5
-    gaussian_sigma: tuple[float, float] = (0.0, 55.0 / 255.0)
-    photons: tuple[float, float] = (3.0, 300.0)
+    gaussian_sigma: tuple[float, float] = (0.0, 75.0 / 255.0)
+    photons: tuple[float, float] = (1.0, 300.0)
     read_noise: tuple[float, float] = (0.0, 4.0)
     p_blur: float = 0.0
     blur_sigma: tuple[float, float] = (0.5, 2.0)

@@ -121,27 +121,29 @@ class Stage2(nn.Module):
         super().__init__()
         from ..models.diffir._arch import DiffIRS1, DiffIRS2
 
-        if s1_weights is None or not Path(s1_weights).is_file():
-            raise TrainingDataError(
-                f"DiffIR stage 2 needs a stage-1 checkpoint (--s1), but {str(s1_weights)!r} is not a file; "
-                "train stage 1 first (`napari-diffir train diffir --stage 1 ...`)"
-            )
-        from safetensors.torch import load_file
-
-        sd = load_file(str(s1_weights))
-        s1 = DiffIRS1(**cfg.s1_kwargs())
-        try:
-            s1.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            raise TrainingDataError(
-                f"The stage-1 checkpoint {str(s1_weights)!r} does not match this configuration "
-                f"({cfg.to_dict()}): {exc}"
-            ) from None
         self.cfg = cfg
-        self.s1_encoder = s1.E.eval().requires_grad_(False)
         self.net = DiffIRS2(**cfg.s2_kwargs())
-        # official: pretrain_network_g = stage 1 with strict_load_g False -> only G.* is taken
-        self.net.G.load_state_dict(s1.G.state_dict(), strict=True)
+        self.s1_encoder = None
+        if s1_weights is not None:  # None: fine-tuning a stage-2 model (weights loaded by the caller)
+            if not Path(s1_weights).is_file():
+                raise TrainingDataError(
+                    f"DiffIR stage 2 needs a stage-1 checkpoint (--s1), but {str(s1_weights)!r} is not a file; "
+                    "train stage 1 first (`napari-diffir train diffir --stage 1 ...`)"
+                )
+            from safetensors.torch import load_file
+
+            sd = load_file(str(s1_weights))
+            s1 = DiffIRS1(**cfg.s1_kwargs())
+            try:
+                s1.load_state_dict(sd, strict=True)
+            except RuntimeError as exc:
+                raise TrainingDataError(
+                    f"The stage-1 checkpoint {str(s1_weights)!r} does not match this configuration "
+                    f"({cfg.to_dict()}): {exc}"
+                ) from None
+            self.s1_encoder = s1.E.eval().requires_grad_(False)
+            # official: pretrain_network_g = stage 1 with strict_load_g False -> only G.* is taken
+            self.net.G.load_state_dict(s1.G.state_dict(), strict=True)
         self.encoder_fraction = (0.0 if cfg.task == "sr" else 0.25) if encoder_fraction is None else encoder_fraction
         self.betas = (0.9, 0.99)
 
@@ -161,6 +163,10 @@ class Stage2(nn.Module):
         return base_lr * 0.5 ** ((step - enc) // max(1, round(joint * 80 / 300)))
 
     def loss(self, lq, gt, step, total):
+        if self.s1_encoder is None:  # fine-tuning without the teacher: end to end, pixel loss only
+            self.net.diffusion.eval()
+            l_pix = F.l1_loss(self.net.G(lq, self.net.diffusion.sample(lq)), gt)
+            return l_pix, {"pix": l_pix.item()}
         with torch.no_grad():
             target = self.s1_encoder(lq, gt)
         self.net.diffusion.train()

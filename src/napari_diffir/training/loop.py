@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EMA", "LoopConfig", "Stage", "evaluate", "load_card", "psnr_ssim", "run_stage", "save_weights"]
+__all__ = ["EMA", "LoopConfig", "Stage", "evaluate", "load_card", "psnr_ssim", "run_stage", "save_weights", "train_step"]
 
 CARD_SUFFIX = ".json"
 
@@ -51,6 +51,12 @@ class LoopConfig:
     command: str = ""
     amp: str = "bf16"
     """Autocast dtype of the training step ("bf16" or "none"); validation always runs in fp32."""
+    channels_last: bool = True
+    """Train with channels-last weights and batches (1.15-1.2x steps/s for the SR recipes on CPU)."""
+    device: str = "cpu"
+    workers: int = 0
+    """Processes that cut and degrade batches ahead of the training step (0: in the loop itself).
+    Batches depend only on (seed, step), so any number of workers trains exactly the same run."""
 
 
 class Stage(Protocol):
@@ -115,9 +121,11 @@ def psnr_ssim(out: torch.Tensor, gt: torch.Tensor, crop: int = 0) -> tuple[float
 
 @torch.no_grad()
 def evaluate(stage: Stage, net: nn.Module, val: tuple[torch.Tensor, torch.Tensor], seed: int, batch: int = 4) -> dict:
-    """PSNR/SSIM of the stage's prediction on the fixed validation pairs."""
+    """PSNR/SSIM of the stage's prediction on the fixed validation pairs (on the net's device)."""
     lq, gt = val
-    outs = [stage.predict(net, lq[i : i + batch], seed + i, gt=gt[i : i + batch]) for i in range(0, len(lq), batch)]
+    device = next(net.parameters()).device
+    outs = [stage.predict(net, lq[i : i + batch].to(device), seed + i, gt=gt[i : i + batch].to(device)).cpu()
+            for i in range(0, len(lq), batch)]
     p, s = psnr_ssim(torch.cat(outs), gt)
     return {"psnr": round(p, 3), "ssim": round(s, 4)}
 
@@ -200,6 +208,10 @@ def run_stage(
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = stage.net
+    device = torch.device(cfg.device)
+    stage.to(device)  # the stage holds the net and any frozen teacher
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
     params = stage.parameters()
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=getattr(stage, "betas", (0.9, 0.99)))
     ema = EMA(net, cfg.ema) if cfg.ema > 0 else None
@@ -210,7 +222,7 @@ def run_stage(
         if ema is not None and (out / "last_ema.safetensors").exists():
             _load_into(ema.net, out / "last_ema.safetensors")
         if (out / "optimizer.pt").exists():
-            opt.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True))
+            opt.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True, map_location=device))
         saved = json.loads((out / "state.json").read_text())
         state = _State(saved["step"], saved["wall_time"], saved.get("history", []), saved.get("best"))
         if ema is not None:
@@ -233,8 +245,9 @@ def run_stage(
             weights=kind,
             command=cfg.command,
             amp=cfg.amp,
+            channels_last=cfg.channels_last,
             torch=torch.__version__,
-            machine=f"{platform.machine()} {torch.get_num_threads()} threads",
+            machine=_machine(device),
         )
         c["validation"] = {"history": state.history[-20:], "best": state.best, "pairs": int(len(val[0]))}
         return c
@@ -279,6 +292,7 @@ def run_stage(
     base_wall = state.wall_time
     losses: list[float] = []
     start_step = state.step
+    batches = _batches(sampler, cfg, start_step)
     while state.step < cfg.steps:
         if cfg.max_minutes is not None and (time.time() - session_start) > cfg.max_minutes * 60:
             log(f"[{stage.name}] time budget of {cfg.max_minutes} min reached at step {state.step}")
@@ -287,20 +301,12 @@ def run_stage(
             log(f"[{stage.name}] stopping after {cfg.stop_after} steps this session (step {state.step})")
             break
         step = state.step
-        rng = np.random.default_rng([cfg.seed, step])  # per-step seeds: resuming is exact
         torch.manual_seed(cfg.seed * 1_000_003 + step)
-        lq, gt = sampler.batch(rng, cfg.batch_size)
+        lq, gt = (t.to(device, non_blocking=True) for t in next(batches))
+        if cfg.channels_last:
+            lq, gt = lq.contiguous(memory_format=torch.channels_last), gt.contiguous(memory_format=torch.channels_last)
         lr = stage.lr_at(step, cfg.steps, cfg.lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-            loss, logs = stage.loss(lq, gt, step, cfg.steps)
-        loss = loss.float()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"[{stage.name}] loss became {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, logs = train_step(stage, opt, lq, gt, step, cfg.steps, lr, cfg.amp, device.type)
         if ema is not None:
             ema.update(net)
         state.step += 1
@@ -317,6 +323,7 @@ def run_stage(
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
             checkpoint()
             last_ckpt = time.time()
+    batches.close()
     if bar is not None:
         bar.close()
     if not state.history or state.history[-1]["step"] != state.step:
@@ -325,6 +332,79 @@ def run_stage(
     final = card_now("ema" if ema else "raw")
     log(f"[{stage.name}] done: {state.step} steps, {state.wall_time / 60:.1f} min, best {state.best}")
     return final
+
+
+def train_step(stage: Stage, opt: torch.optim.Optimizer, lq: torch.Tensor, gt: torch.Tensor, step: int,
+               total: int, lr: float, amp: str = "bf16", device_type: str = "cpu") -> tuple[torch.Tensor, dict]:
+    """One optimiser step of ``stage`` on a batch (the loop's body, shared with the benchmark).
+
+    ``amp="bf16"`` runs the forward pass under bf16 autocast (matmuls and convolutions in
+    bf16, reductions and norms in fp32; the weights and the optimiser stay fp32).
+    """
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+        loss, logs = stage.loss(lq, gt, step, total)
+    loss = loss.float()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"[{stage.name}] loss became {loss.item()} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), logs
+
+
+def step_batch(sampler: Any, seed: int, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch of training step ``step``: a pure function of (seed, step), so resuming is exact."""
+    return sampler.batch(np.random.default_rng([seed, step]), batch_size)
+
+
+_WORKER_SAMPLER: Any = None
+
+
+def _worker_init(sampler: Any) -> None:
+    global _WORKER_SAMPLER
+    _WORKER_SAMPLER = sampler
+    torch.set_num_threads(1)
+
+
+def _worker_batch(args: tuple[int, int, int]):
+    seed, step, batch_size = args
+    lq, gt = step_batch(_WORKER_SAMPLER, seed, step, batch_size)
+    return lq.numpy(), gt.numpy()
+
+
+class _batches:
+    """Iterator over the batches of steps ``start, start + 1, ...``, cut in ``cfg.workers``
+    processes ahead of the training step when asked (a GPU outruns one CPU core of numpy)."""
+
+    def __init__(self, sampler: Any, cfg: LoopConfig, start: int) -> None:
+        self.sampler, self.cfg, self.step = sampler, cfg, start
+        self.pool = None
+        if cfg.workers > 0:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("fork").Pool(cfg.workers, _worker_init, (sampler,))
+            jobs = ((cfg.seed, s, cfg.batch_size) for s in range(start, cfg.steps))
+            self.results = self.pool.imap(_worker_batch, jobs, chunksize=1)
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.step += 1
+        if self.pool is None:
+            return step_batch(self.sampler, self.cfg.seed, self.step - 1, self.cfg.batch_size)
+        lq, gt = next(self.results)
+        return torch.from_numpy(lq), torch.from_numpy(gt)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool = None
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{platform.machine()} {torch.cuda.get_device_name(device)}"
+    return f"{platform.machine()} {torch.get_num_threads()} threads"
 
 
 def _append_log(out: Path, entry: dict) -> None:

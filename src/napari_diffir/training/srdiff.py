@@ -118,7 +118,7 @@ class DiffusionStage(nn.Module):
     @torch.no_grad()
     def predict(self, net, lq, seed, gt=None):
         """Full ancestral DDPM sampling (all T steps), as SRDiff does at test time."""
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator(device=lq.device).manual_seed(seed)
         return (net.sample(to_signed(lq), generator=g) + 1) / 2
 
     def export(self, net):

@@ -276,3 +276,32 @@ def test_bundled_denoiser_is_a_valid_fine_tuning_start(image_dir, tmp_path):
     info = load_init_weights(stage.net, "diffir-denoise")
     assert info["name"] == "diffir-denoise" and info["total_steps"] > 0
     assert all(p.dtype == torch.float32 for p in stage.net.parameters())
+
+
+def test_gpu_script_trains_and_bundles_within_its_budget(tmp_path):
+    """scripts/train_gpu.py (run here on the CPU with a tiny budget) fine-tunes the bundled model
+    and writes float16 weights with a card that counts the steps it started from."""
+    import importlib.util
+    from pathlib import Path
+
+    from napari_diffir.restorers.bundled import weights_path
+
+    if not weights_path("diffir-denoise").is_file():
+        pytest.skip("bundled weights not installed")
+    path = Path(__file__).parents[1] / "scripts" / "train_gpu.py"
+    spec = importlib.util.spec_from_file_location("train_gpu", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rc = script.main(["diffir-denoise", "--out", str(tmp_path), "--device", "cpu", "--batch-size", "2",
+                      "--workers", "1", "--steps", "2", "--val-every", "1", "--minutes", "5",
+                      "--data", "builtin:synthetic", "--", "--n-synthetic", "3", "--val-count", "2", "--threads", "1"])
+    assert rc == 0
+    from safetensors.torch import load_file
+
+    sd = load_file(str(tmp_path / "diffir-denoise.safetensors"))
+    assert sd["G.patch_embed.proj.weight"].dtype == torch.float16
+    card = json.loads((tmp_path / "diffir-denoise.json").read_text())
+    assert card["training"]["steps"] == 2 and card["training"]["batch_size"] == 2
+    assert "--device cpu" in card["training"]["command"] and "--init diffir-denoise" in card["training"]["command"]
+    assert card["total_steps"] == 2 + card["initialised_from"]["total_steps"]
+    assert card["data_provenance"][0]["source"] == "builtin:synthetic"

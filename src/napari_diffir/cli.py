@@ -45,7 +45,8 @@ def _parse_options(pairs: Sequence[str]) -> dict:
 def _cmd_restore(args: argparse.Namespace) -> int:
     from .engine.restore import restore
     from .io.stream import should_stream
-    from .tiff_io import read_image, write_tiff_atomic
+    from .io.tiff import write_tiff_atomic
+    from .samples import read_image
 
     if should_stream(args.input, args.output, chunk=args.chunk, scheduler=args.scheduler):
         return _cmd_restore_streaming(args)

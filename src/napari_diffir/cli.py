@@ -43,7 +43,7 @@ def _parse_options(pairs: Sequence[str]) -> dict:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from .engine.restore import restore
+    from .engine import restore
     from .batch.stream import should_stream
     from .io.tiff import write_tiff_atomic
     from .samples import read_image

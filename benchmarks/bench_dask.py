@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     options = dict(kv.split("=", 1) for kv in args.option or [])
 
     import napari_diffir as nd
-    from napari_diffir.io import restore_file
+    from napari_diffir.batch import restore_file
 
     tmp = tempfile.mkdtemp(prefix="bench-dask-")
     rows = []

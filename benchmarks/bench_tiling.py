@@ -62,7 +62,7 @@ def child(args) -> dict:
 
         import tifffile
 
-        from napari_diffir.io import restore_file
+        from napari_diffir.batch import restore_file
 
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "in.tif")
@@ -112,7 +112,7 @@ def _work_ratio(info, size: int, tile: int, mode: str) -> float:
         tiles = make_tiles(p, p, t, min(info.tile_overlap, t // 2), align=m)
         return sum(x.h * x.w for x in tiles) / size**2
     from napari_diffir.engine.lazy import _regular
-    from napari_diffir.io.stream import _chunk_size
+    from napari_diffir.batch.stream import _chunk_size
 
     halo = -(-info.tile_overlap // m) * m
     chunks = _regular(size, -(-_chunk_size(None, tile, halo, m) // m) * m)

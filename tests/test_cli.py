@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from napari_diffir.cli import main
-from napari_diffir.tiff_io import read_tiff
+from napari_diffir.io.tiff import read_tiff
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import zarr
 
 from napari_diffir import list_restorers, restore
 from napari_diffir.engine import lazy
-from napari_diffir.io import restore_file
+from napari_diffir.batch import restore_file
 
 distributed = pytest.importorskip("distributed")
 

@@ -12,8 +12,8 @@ import zarr
 
 from napari_diffir import restore
 from napari_diffir.cli import main
-from napari_diffir.io import restore_file, stream
-from napari_diffir.io.manifest import MANIFEST_NAME, Manifest
+from napari_diffir.batch import restore_file, stream
+from napari_diffir.batch.manifest import MANIFEST_NAME, Manifest
 
 from .restorers_for_tests import ConvNet
 
@@ -184,7 +184,7 @@ def test_cli_streams_zarr_and_explains_bad_input(tmp_path, tiff_in, capsys, monk
     assert "smaller than the halo of 8 pixels" in msg
     msg = error(["restore", src, str(tmp_path / "o.ome.zarr"), "-r", "lanczos", "--scheduler", "gpu-cluster", "-q"])
     assert "Unknown scheduler 'gpu-cluster'" in msg
-    import napari_diffir.scheduler as scheduler
+    import napari_diffir.batch.executors as scheduler
 
     monkeypatch.setattr(scheduler, "CONNECT_TIMEOUT", 0.5)
     msg = error(["restore", src, str(tmp_path / "o.ome.zarr"), "-r", "lanczos", "--scheduler",

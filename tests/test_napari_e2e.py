@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import napari_diffir
-from napari_diffir.napari import _sample_data as samples
+from napari_diffir import samples
+from napari_diffir.napari import _sample_data as sample_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,15 +61,15 @@ def test_sdist_and_wheel_ship_the_root_manifest_as_a_real_file(tmp_path):
         assert (info.external_attr >> 16) & 0o170000 != 0o120000  # not a symlink entry
         assert whl.read(info) == root_manifest
         names = set(whl.namelist())
-    assert {f"napari_diffir/napari/data/{p.name}" for p in samples.DATA.glob("*.tif")} <= names
+    assert {f"napari_diffir/sample_data/{p.name}" for p in samples.DATA.glob("*.tif")} <= names
 
 
 def test_samples_are_small_and_derived_from_held_out_nuclei_planes():
     total = sum(p.stat().st_size for p in samples.DATA.glob("*.tif"))
     assert total < 400 * 1024
-    (noisy, nkw, kind), = samples.noisy_nuclei()
-    (low, lkw, _), = samples.lowres_nuclei()
-    clean30, clean45 = (d for d, _, _ in samples.clean_nuclei())
+    (noisy, nkw, kind), = sample_layers.noisy_nuclei()
+    (low, lkw, _), = sample_layers.lowres_nuclei()
+    clean30, clean45 = (d for d, _, _ in sample_layers.clean_nuclei())
     assert kind == "image" and noisy.shape == (256, 256) and noisy.dtype == np.uint16
     assert low.shape == (64, 64) and low.dtype == np.uint16
     assert lkw["scale"] == pytest.approx((1.04, 1.04)) and lkw["translate"] == pytest.approx((0.39, 0.39))

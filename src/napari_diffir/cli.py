@@ -43,9 +43,10 @@ def _parse_options(pairs: Sequence[str]) -> dict:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from .engine.restore import restore
-    from .io.stream import should_stream
-    from .tiff_io import read_image, write_tiff_atomic
+    from .engine import restore
+    from .batch.stream import should_stream
+    from .io.tiff import write_tiff_atomic
+    from .samples import read_image
 
     if should_stream(args.input, args.output, chunk=args.chunk, scheduler=args.scheduler):
         return _cmd_restore_streaming(args)
@@ -82,7 +83,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 def _cmd_restore_streaming(args: argparse.Namespace) -> int:
     """Zarr in or out, --chunk, --scheduler or a TIFF too big for memory: block by block."""
-    from .io.stream import restore_file
+    from .batch.stream import restore_file
 
     tile = args.tile if args.tile in (None, "auto") else _tile_arg(args.tile)
     result = restore_file(

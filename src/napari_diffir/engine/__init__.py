@@ -1,5 +1,5 @@
 """The engine: everything that is the same for every model (axes, dtype, tiling, device, progress)."""
 
-from .restore import restore
+from .api import restore
 
 __all__ = ["restore"]

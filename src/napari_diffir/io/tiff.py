@@ -1,23 +1,114 @@
-"""Lazy TIFF reading: a dask array over a TIFF that never loads the file whole.
+"""TIFF/OME-TIFF/ImageJ TIFF: axes and pixel sizes, read whole or lazily, written atomically.
 
-Uncompressed, contiguous files are memory-mapped (a block read touches only its bytes); other
-files are read page by page (or tile by tile) through tifffile's Zarr view. The reader pickles
-as its path, so dask workers in other processes (or on other machines sharing the file system)
-open the file themselves, once per process.
+``read_tiff`` loads a file into memory (the CLI's in-memory path). ``open_tiff`` gives a dask
+array that never loads the file whole: uncompressed, contiguous files are memory-mapped (a block
+read touches only its bytes); other files are read page by page (or tile by tile) through
+tifffile's Zarr view. The lazy reader pickles as its path, so dask workers in other processes (or
+on other machines sharing the file system) open the file themselves, once per process.
 
-Finished output TIFFs are written from a Zarr array band by band, so memory stays bounded.
+Outputs appear complete or not at all: ``write_tiff_atomic`` writes an in-memory array under a
+temporary name and renames it; ``write_tiff_from_zarr`` writes a finished Zarr array band by band,
+so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 import tifffile
 
 from .source import ImageSource
+
+# tifffile's axis letters -> ours: S (samples per pixel) is a colour channel; I/Q/R/... are
+# generic sequences, which we loop over as samples.
+_TIFF_TO_OURS = {"T": "T", "Z": "Z", "C": "C", "Y": "Y", "X": "X", "S": "C"}
+
+
+@dataclass
+class TiffImage:
+    """A TIFF read into memory by :func:`read_tiff`: pixels, our axis letters, pixel sizes."""
+
+    data: np.ndarray
+    axes: str
+    pixel_size: dict = field(default_factory=dict)
+    """Physical sizes per axis letter (``X``, ``Y``, ``Z``), in ``unit``."""
+    unit: str | None = None
+
+
+def _map_axes(tiff_axes: str) -> str:
+    out = []
+    for a in tiff_axes.upper():
+        mapped = _TIFF_TO_OURS.get(a, "S")
+        if mapped in out:
+            mapped = "S" if "S" not in out else None
+        if mapped is None:
+            raise ValueError(f"Cannot map TIFF axes {tiff_axes!r}; pass --axes explicitly")
+        out.append(mapped)
+    return "".join(out)
+
+
+def _kept_axes(axes: str, shape: tuple[int, ...]) -> list[int]:
+    """Dimensions to keep: Y, X and every axis longer than 1 (tifffile adds singletons, e.g. 'S')."""
+    return [i for i, (a, n) in enumerate(zip(axes, shape)) if n > 1 or a in "YX"]
+
+
+def read_tiff(path: str) -> TiffImage:
+    """Read the first series of a TIFF with its axes and pixel size (OME, ImageJ or tags)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Input {path!r} does not exist")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = _map_axes(series.axes)
+            pixel_size, unit = _pixel_size(tif, series)
+    except (tifffile.TiffFileError, ValueError, IndexError) as exc:
+        raise ValueError(f"{path!r} is not a readable TIFF ({exc})") from None
+    keep = _kept_axes(axes, data.shape)
+    if len(keep) != data.ndim:
+        data = data.reshape([data.shape[i] for i in keep])
+        axes = "".join(axes[i] for i in keep)
+    return TiffImage(data, axes, pixel_size, unit)
+
+
+def _pixel_size(tif: tifffile.TiffFile, series) -> tuple[dict, str | None]:
+    sizes: dict[str, float] = {}
+    unit = None
+    if tif.is_ome and tif.ome_metadata:
+        import xml.etree.ElementTree as ET
+
+        root = ET.fromstring(tif.ome_metadata)
+        for el in root.iter():
+            if el.tag.endswith("Pixels"):
+                for a in "XYZ":
+                    v = el.get(f"PhysicalSize{a}")
+                    if v is not None:
+                        sizes[a] = float(v)
+                unit = el.get("PhysicalSizeXUnit", "µm")
+                break
+        if sizes:
+            return sizes, unit
+    if tif.is_imagej and tif.imagej_metadata:
+        md = tif.imagej_metadata
+        unit = md.get("unit")
+        if "spacing" in md:
+            sizes["Z"] = float(md["spacing"])
+    page = tif.pages.first
+    tags = page.tags
+    for a, tag in (("X", "XResolution"), ("Y", "YResolution")):
+        if tag in tags:
+            num, den = tags[tag].value
+            if num:
+                sizes[a] = den / num
+    if sizes.get("X") == 1.0 and sizes.get("Y") == 1.0 and unit is None:
+        return {}, None
+    return sizes, unit
+
 
 _handles: dict[tuple, Any] = {}
 _handles_lock = threading.Lock()
@@ -81,8 +172,6 @@ def open_tiff(path: str) -> ImageSource:
     """A lazy :class:`ImageSource` for a TIFF/OME-TIFF/ImageJ TIFF, with axes and pixel sizes."""
     import dask.array as da
 
-    from ..tiff_io import _map_axes, _pixel_size
-
     try:
         lazy = LazyTiff(path)
         with tifffile.TiffFile(lazy.path) as tif:
@@ -92,13 +181,48 @@ def open_tiff(path: str) -> ImageSource:
     axes = _map_axes(lazy.tiff_axes)
     data = da.from_array(lazy, chunks=lazy.chunks(), asarray=True, lock=False,
                          name=f"tiff-{da.core.tokenize(lazy)}")
-    keep = [i for i, (a, n) in enumerate(zip(axes, data.shape)) if n > 1 or a in "YX"]
+    keep = _kept_axes(axes, data.shape)
     if len(keep) != data.ndim:  # drop singleton axes tifffile adds, as the in-memory reader does
         data = data[tuple(slice(None) if i in keep else 0 for i in range(data.ndim))]
         axes = "".join(axes[i] for i in keep)
     units = {a: unit for a in sizes} if unit else {}
     return ImageSource(data=data, axes=axes, pixel_size=dict(sizes), units=units, path=lazy.path,
                        kind="tiff")
+
+
+def write_tiff_atomic(path: str, data: np.ndarray, axes: str, pixel_size: dict | None = None,
+                      unit: str | None = None, overwrite: bool = False, metadata: dict | None = None) -> None:
+    """Write an OME-TIFF via a temporary file in the same folder and an atomic rename."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"Output {path!r} exists; pass --overwrite to replace it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Output folder {folder!r} does not exist")
+    tiff_axes = axes.replace("S", "Q")
+    if axes.endswith("C") and data.shape[-1] in (3, 4):  # RGB(A) stays interleaved samples
+        tiff_axes = tiff_axes[:-1] + "S"
+    md: dict = {"axes": tiff_axes}
+    ps = pixel_size or {}
+    for a in "XYZ":
+        if a in ps:
+            md[f"PhysicalSize{a}"] = float(ps[a])
+            if unit:
+                md[f"PhysicalSize{a}Unit"] = unit
+    if metadata:
+        md["Description"] = str(metadata)
+    fd, tmp = tempfile.mkstemp(prefix=".napari-diffir-", suffix=".ome.tif", dir=folder)
+    os.close(fd)
+    try:
+        res = None
+        if "X" in ps and "Y" in ps and ps["X"] > 0 and ps["Y"] > 0:
+            res = (1.0 / ps["X"], 1.0 / ps["Y"])
+        tifffile.imwrite(tmp, data, ome=True, metadata=md, resolution=res,
+                         photometric="rgb" if tiff_axes.endswith("S") else "minisblack")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def write_tiff_from_zarr(path: str, array, axes: str, pixel_size: dict, units: dict,

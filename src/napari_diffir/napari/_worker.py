@@ -208,7 +208,7 @@ def _compute_dask(data: Any, restorer: Restorer, kwargs: dict, progress, cancel)
     from dask.callbacks import Callback
 
     from ..engine.restore import _check_cancel
-    from ..engine.restore import restore as engine_restore
+    from ..engine import restore as engine_restore
 
     lazy = engine_restore(data, restorer, **kwargs)
     # graph optimisation renames intermediate keys; the output's own keys survive, one per block

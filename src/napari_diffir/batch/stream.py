@@ -30,9 +30,9 @@ from ..engine.lazy import (
 )
 from ..engine.normalize import Normalizer
 from ..restorer import Restorer
+from ..io.omezarr import create_ome_zarr, forget_output_array, ngff_order, open_output_array
+from ..io.source import is_tiff_path, is_zarr_path, open_image
 from .manifest import MANIFEST_NAME, Manifest, differences
-from .omezarr import create_ome_zarr, forget_output_array, ngff_order, open_output_array
-from .source import is_tiff_path, is_zarr_path, open_image
 
 MAX_STORE_CHUNK = 1024
 """Largest Y/X side of an output Zarr chunk (a divisor of the processing block)."""
@@ -114,12 +114,12 @@ def restore_file(
     :param chunk: Y/X side of a processing block in input pixels (default: the tile size minus
         twice the halo, so one block is one model call).
     :param scheduler: ``threads`` (default), ``processes``, ``synchronous``, ``local[:N]`` or a
-        ``tcp://`` address (see :mod:`napari_diffir.scheduler`).
+        ``tcp://`` address (see :mod:`napari_diffir.batch.executors`).
     :param resume: continue an interrupted run with the same settings (default); ``False``
         discards it.
     Other parameters are those of :func:`napari_diffir.restore`.
     """
-    from ..scheduler import open_scheduler
+    from .executors import open_scheduler
 
     say = log or (lambda msg: print(msg, file=sys.stderr) if progress else None)
     started = time.perf_counter()
@@ -402,7 +402,7 @@ def _finish(plan: _Plan, state: dict) -> None:
         return
     import zarr
 
-    from .tiff import write_tiff_from_zarr
+    from ..io.tiff import write_tiff_from_zarr
 
     arr = zarr.open_array(os.path.join(plan.partial, "0"), mode="r")
     fd, tmp = tempfile.mkstemp(prefix=".napari-diffir-", suffix=".ome.tif", dir=os.path.dirname(plan.dst))

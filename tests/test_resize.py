@@ -121,3 +121,24 @@ def test_bad_input_is_refused_and_the_caller_array_kept():
         imresize(img > 0.5, 2)
     with pytest.raises(ValueError, match="float tensor"):
         imresize_torch(torch.zeros(4, 4, dtype=torch.uint8), 2)
+
+
+def test_torch_version_traces_under_torch_compile():
+    """The resize matrices are built eagerly, so a compiled training step (which upsamples the LR
+    batch) traces without touching the cached numpy weights, and gives the eager result."""
+    import warnings
+
+    import torch
+
+    from napari_diffir.resize import imresize_torch
+
+    x = torch.rand(2, 1, 12, 10)
+
+    def step(t):
+        return imresize_torch(t, 4) * 2 - 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. dynamo tracing into the lru_cache
+        out = torch.compile(step, backend="eager")(x)
+    torch.testing.assert_close(out, step(x), atol=0, rtol=0)
+    assert out.shape == (2, 1, 48, 40)

@@ -131,6 +131,15 @@ def imresize_torch(x, scale: float):
         raise ValueError(f"imresize_torch expects a float tensor (..., H, W), but got {type(x).__name__} "
                          f"{getattr(x, 'dtype', '')} {tuple(getattr(x, 'shape', ()))}")
     h, w = x.shape[-2:]
-    mh = torch.as_tensor(_axis_matrix(h, output_size(h, s), s), dtype=x.dtype, device=x.device)
-    mw = torch.as_tensor(_axis_matrix(w, output_size(w, s), s), dtype=x.dtype, device=x.device)
+    build = torch.compiler.disable(_axis_matrix_tensor)  # numpy-built constants: eager, never traced
+    mh = build(h, output_size(h, s), s).to(dtype=x.dtype, device=x.device)
+    mw = build(w, output_size(w, s), s).to(dtype=x.dtype, device=x.device)
     return mh @ x @ mw.T
+
+
+@lru_cache(maxsize=64)
+def _axis_matrix_tensor(in_len: int, out_len: int, scale: float):
+    """:func:`_axis_matrix` as a float64 CPU tensor (cached; callers cast and move a copy)."""
+    import torch
+
+    return torch.from_numpy(_axis_matrix(in_len, out_len, scale))

@@ -61,6 +61,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda, cuda:1, mps)")
     g.add_argument("--workers", type=int, default=0,
                    help="processes that prepare batches ahead of the step (use with a GPU; the run is identical)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (minutes of compiling first; pays off on long runs)")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep weights and batches in the default memory format (channels-last is faster on CPU)")
 
@@ -239,7 +241,8 @@ def prepare(args: argparse.Namespace):
                      ema=ema, seed=args.seed, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
                      max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads, progress=not args.quiet,
                      resume=not args.no_resume, command=canonical_command(args), amp=args.amp,
-                     channels_last=args.channels_last, device=args.device, workers=args.workers)
+                     channels_last=args.channels_last, device=args.device, workers=args.workers,
+                     compile=args.compile)
     card = {
         "name": name,
         "family": family,

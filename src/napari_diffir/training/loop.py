@@ -54,6 +54,8 @@ class LoopConfig:
     channels_last: bool = True
     """Train with channels-last weights and batches (1.15-1.2x steps/s for the SR recipes on CPU)."""
     device: str = "cpu"
+    compile: bool = False
+    """``torch.compile`` the stage's loss (SRDiff: 1.18x steps/s after ~5 min of compiling on CPU)."""
     workers: int = 0
     """Processes that cut and degrade batches ahead of the training step (0: in the loop itself).
     Batches depend only on (seed, step), so any number of workers trains exactly the same run."""
@@ -213,6 +215,8 @@ def run_stage(
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     params = stage.parameters()
+    if cfg.compile:
+        stage.loss = torch.compile(stage.loss)  # an instance attribute: the class stays eager
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=getattr(stage, "betas", (0.9, 0.99)))
     ema = EMA(net, cfg.ema) if cfg.ema > 0 else None
     state = _State()
@@ -246,6 +250,7 @@ def run_stage(
             command=cfg.command,
             amp=cfg.amp,
             channels_last=cfg.channels_last,
+            compiled=cfg.compile,
             torch=torch.__version__,
             machine=_machine(device),
         )

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from .._keys import has_all, has_any, missing, seq_len, shape_of
+from ..schedules import BUFFER_NAMES, Schedule
 from ._arch import (
     CPEN,
-    SCHEDULE_BUFFERS,
     TASKS,
     Attention,
     BiasFree_LayerNorm,
@@ -210,16 +210,17 @@ def infer_hyperparameters(sd: Mapping[str, Any]) -> tuple[type[nn.Module], dict[
 
 def _fill_schedule(sd: dict[str, Any], model: nn.Module) -> None:
     """A stage-2 dict saved without its 12 schedule buffers gets the upstream schedule."""
-    present = [n for n in SCHEDULE_BUFFERS if f"diffusion.{n}" in sd]
-    if present and len(present) != len(SCHEDULE_BUFFERS):
+    present = [n for n in BUFFER_NAMES if f"diffusion.{n}" in sd]
+    if present and len(present) != len(BUFFER_NAMES):
         raise ValueError(
             "Incomplete IPR diffusion schedule: missing "
-            f"{missing(sd, [f'diffusion.{n}' for n in SCHEDULE_BUFFERS])}"
+            f"{missing(sd, [f'diffusion.{n}' for n in BUFFER_NAMES])}"
         )
     if not present:
         hp = model.hyperparameters  # type: ignore[attr-defined]
-        for name, value in IPRDiffusion.schedule(hp["timesteps"], hp["linear_start"], hp["linear_end"]).items():
-            sd[f"diffusion.{name}"] = value.to(torch.float32)
+        schedule = Schedule.sqrt_linear(hp["timesteps"], hp["linear_start"], hp["linear_end"])
+        for name, value in schedule.tables().items():
+            sd[f"diffusion.{name}"] = value
 
 
 def from_state_dict(state_dict: Mapping[str, Any]) -> DiffIRS1 | DiffIRS2:

@@ -3,7 +3,8 @@
 ``detect(sd)`` says whether a state dict is a DiffIR network, ``from_state_dict(sd)`` rebuilds
 the right variant (stage 1 or 2; SR x4/x2/x1, deblurring or inpainting; any width and depth)
 with every hyperparameter read from key names and tensor shapes and loads it strictly, and
-``describe(model)`` summarises a model in a few fields. The networks live in ``_arch/``.
+``describe(model)`` summarises a model in a few fields; ``DESCRIPTOR`` bundles the three for the
+checkpoint loader. The networks live in ``_arch/``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from .._keys import has_all, has_any, missing, seq_len, shape_of
+from ..family import ModelFamily
 from ..schedules import BUFFER_NAMES, Schedule
 from ._arch import (
     CPEN,
@@ -34,6 +36,8 @@ from ._arch import (
 
 __all__ = [
     "CPEN",
+    "DESCRIPTOR",
+    "FAMILY",
     "Attention",
     "BiasFree_LayerNorm",
     "DIRformer",
@@ -291,3 +295,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "params": params,
         "params_human": f"{params / 1e6:.2f} M",
     }
+
+
+DESCRIPTOR = ModelFamily(id=FAMILY, detect=detect, from_state_dict=from_state_dict, describe=describe)
+"""The DiffIR family for the checkpoint loader (tasks in ``describe``: sr, deblur, inpaint)."""

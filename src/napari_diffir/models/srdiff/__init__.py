@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..family import ModelFamily
 from ..samplers import SAMPLERS, timestep_grid
 from ..schedules import BUFFER_NAMES, Schedule, cosine_betas
 from ._arch import RRDBNet, SinusoidalPosEmb, Unet, cond_channels
@@ -21,6 +22,8 @@ from ._diffusion import SRDiff
 
 __all__ = [
     "BUFFER_NAMES",
+    "DESCRIPTOR",
+    "FAMILY",
     "RRDBNet",
     "SAMPLERS",
     "SRDiff",
@@ -34,6 +37,8 @@ __all__ = [
     "infer_rrdb_hyperparameters",
     "timestep_grid",
 ]
+
+FAMILY = "srdiff"
 
 # Keys every SRDiff state dict has, whatever its size (official or project-trained).
 REQUIRED_KEYS = (
@@ -169,7 +174,7 @@ def describe(model: SRDiff | RRDBNet) -> dict[str, Any]:
     count = lambda m: int(sum(p.numel() for p in m.parameters()))  # noqa: E731
     if isinstance(model, RRDBNet):
         return {
-            "family": "srdiff",
+            "family": FAMILY,
             "architecture": "RRDBNet (SRDiff LR encoder, pre-training stage; not a diffusion model)",
             "task": "super-resolution",
             "scale": h["scale"],
@@ -179,7 +184,7 @@ def describe(model: SRDiff | RRDBNet) -> dict[str, Any]:
             "parameters": count(model),
         }
     return {
-        "family": "srdiff",
+        "family": FAMILY,
         "architecture": "SRDiff (RRDB encoder + conditional U-Net, residual diffusion)",
         "task": "super-resolution",
         "scale": model.scale,
@@ -196,3 +201,7 @@ def describe(model: SRDiff | RRDBNet) -> dict[str, Any]:
         "parameters_rrdb": count(model.rrdb),
         "samplers": list(SAMPLERS),
     }
+
+
+DESCRIPTOR = ModelFamily(id=FAMILY, detect=detect, from_state_dict=from_state_dict, describe=describe)
+"""The SRDiff family for the checkpoint loader (task in ``describe``: super-resolution)."""

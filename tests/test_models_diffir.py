@@ -16,7 +16,8 @@ import torch
 
 from napari_diffir.models import diffir
 from napari_diffir.models.diffir import DiffIRS1, DiffIRS2, describe, detect, from_state_dict
-from napari_diffir.models.schedules import BUFFER_NAMES as SCHEDULE_BUFFERS, Schedule
+from napari_diffir.models.schedules import BUFFER_NAMES as SCHEDULE_BUFFERS
+from napari_diffir.models.schedules import Schedule
 
 KEYS = Path(__file__).parent / "data" / "keys"
 LISTINGS = sorted(KEYS.glob("diffir_keys_*.txt"))

@@ -16,7 +16,8 @@ import torch
 
 from napari_diffir.models import diffir
 from napari_diffir.models.diffir import DiffIRS1, DiffIRS2, describe, detect, from_state_dict
-from napari_diffir.models.diffir._arch import SCHEDULE_BUFFERS, IPRDiffusion
+from napari_diffir.models.schedules import BUFFER_NAMES as SCHEDULE_BUFFERS
+from napari_diffir.models.schedules import Schedule
 
 KEYS = Path(__file__).parent / "data" / "keys"
 LISTINGS = sorted(KEYS.glob("diffir_keys_*.txt"))
@@ -52,7 +53,7 @@ def listing_state_dict(rows) -> dict[str, torch.Tensor]:
     for key, shape, alias in rows:
         sd[key] = sd[alias] if alias else torch.zeros(shape)
     if "diffusion.betas" in sd:
-        for name, value in IPRDiffusion.schedule(4, 0.1, 0.99).items():
+        for name, value in Schedule.sqrt_linear(4, 0.1, 0.99).tables().items():
             sd[f"diffusion.{name}"] = value.float()
     return sd
 

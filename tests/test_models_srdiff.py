@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_diffir.models import srdiff
-from napari_diffir.models.srdiff import RRDBNet, SRDiff, Unet, samplers
+from napari_diffir.models import samplers, srdiff
+from napari_diffir.models.srdiff import RRDBNet, SRDiff, Unet
 
 DATA = Path(__file__).parent / "data"
 KEY_FILES = sorted((DATA / "keys").glob("srdiff_keys_*.txt"))

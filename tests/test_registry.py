@@ -121,3 +121,33 @@ def test_bundled_models_are_listed_first(fresh_registry):
     if not shipped:
         pytest.skip("no bundled weights in this checkout")
     assert sorted(i.name for i in infos[: len(shipped)]) == sorted(shipped)
+
+
+_LIST_BUILTINS = """
+import sys
+{prelude}
+import napari_diffir
+names = sorted(i.name for i in napari_diffir.list_restorers() if i.source == "napari-diffir (built-in)")
+print("torch" in sys.modules)
+print(",".join(names))
+"""
+_BLOCK_TORCH = """
+import importlib.abc
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+@pytest.mark.parametrize("torch_importable", [True, False], ids=["torch", "no-torch"])
+def test_listing_restorers_never_imports_torch(fresh_registry, torch_importable):
+    """list_restorers() leaves torch out of sys.modules and lists every built-in, even without torch."""
+    expected = sorted(i.name for i in napari_diffir.list_restorers() if i.source == "napari-diffir (built-in)")
+    code = _LIST_BUILTINS.format(prelude="" if torch_importable else _BLOCK_TORCH)
+    env = dict(os.environ, NAPARI_DIFFIR_LOAD_PLUGINS="")  # built-ins only: plugins may import torch
+    out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", ",".join(expected)]
+    assert {"diffir", "diffir-inpaint", "srdiff", "lanczos", "nlmeans", "tv"} <= set(expected)

@@ -4,13 +4,12 @@ A checkpoint never executes code: ``.pth/.pt/.ckpt`` files are read with
 ``torch.load(weights_only=True)`` (the legacy non-zip pickle format too) and ``.safetensors``
 with safetensors. Official containers are unwrapped (BasicSR ``params_ema``/``params``,
 SRDiff ``{'state_dict': {'model': ...}}``, Lightning ``state_dict`` with a ``generator.``
-prefix, ``module.`` prefixes), then each model family is asked whether it recognises the keys,
-most specific first.
+prefix, ``module.`` prefixes), then each model family's descriptor is asked whether it
+recognises the keys, in the order of :data:`FAMILIES` (most specific first).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import pickle
@@ -19,9 +18,12 @@ from typing import Any, Mapping
 
 import torch
 
-FAMILIES = ("diffir", "srdiff")
-"""Model families tried in order; each is ``napari_diffir.models.<family>`` with
-``detect(sd) -> bool``, ``from_state_dict(sd) -> nn.Module`` and ``describe(model) -> dict``."""
+from .models import diffir, srdiff
+from .models.family import ModelFamily
+
+FAMILIES: tuple[ModelFamily, ...] = (diffir.DESCRIPTOR, srdiff.DESCRIPTOR)
+"""The model-family registry: descriptors tried in this order, most specific first (DiffIR's keys
+all start with ``G.``/``E.``/``condition.``/``diffusion.``, which no SRDiff dict has)."""
 
 CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "generator")
 
@@ -114,24 +116,15 @@ def canonicalize(obj: Any) -> tuple[dict[str, torch.Tensor], str, dict]:
     return sd, "/".join(path), extra
 
 
-def _family(name: str):
-    return importlib.import_module(f"napari_diffir.models.{name}")
-
-
-def detect_family(sd: Mapping[str, torch.Tensor]) -> str:
-    tried = []
-    for name in FAMILIES:
-        try:
-            module = _family(name)
-        except ImportError as exc:
-            tried.append(f"{name} (unavailable: {exc})")
-            continue
-        if module.detect(sd):
-            return name
-        tried.append(name)
+def detect_family(sd: Mapping[str, torch.Tensor]) -> ModelFamily:
+    """The first family in :data:`FAMILIES` that recognises ``sd``."""
+    for family in FAMILIES:
+        if family.detect(sd):
+            return family
+    tried = ", ".join(f.id for f in FAMILIES)
     sample = ", ".join(list(sd)[:6])
     raise UnsupportedCheckpointError(
-        f"The checkpoint matches none of the known architectures (tried: {', '.join(tried)}); "
+        f"The checkpoint matches none of the known architectures (tried: {tried}); "
         f"its first keys are: {sample}"
     )
 
@@ -149,16 +142,15 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     """Read ``path`` safely, detect its architecture and build the model with a strict load."""
     sd, container, extra = load_state_dict(path)
     family = detect_family(sd)
-    module = _family(family)
     try:
-        model = module.from_state_dict(sd)
+        model = family.from_state_dict(sd)
     except CheckpointError:
         raise
     except (ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{os.fspath(path)!r} looks like {family} but does not load: {exc}") from None
+        raise CheckpointError(f"{os.fspath(path)!r} looks like {family.id} but does not load: {exc}") from None
     model.eval()
     return LoadedCheckpoint(
-        path=os.fspath(path), family=family, model=model, description=module.describe(model),
+        path=os.fspath(path), family=family.id, model=model, description=family.describe(model),
         container=container, extra=extra,
     )
 

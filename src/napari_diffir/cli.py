@@ -135,8 +135,12 @@ def _progress_bar(quiet: bool):
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .checkpoints import load_checkpoint
+    from .routing import restorer_for_checkpoint
 
-    print(load_checkpoint(args.file).summary())
+    loaded = load_checkpoint(args.file)
+    print(loaded.summary())
+    target = restorer_for_checkpoint(loaded.family, loaded.description.get("task"))
+    print(f"  restorer: {target or 'none installed'}")
     return 0
 
 

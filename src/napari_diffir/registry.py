@@ -172,8 +172,8 @@ def list_restorers() -> list[RestorerInfo]:
 
 
 def _ships_weights(entry: _Entry) -> bool:
-    """Bundled models: built-in restorers whose class carries default weights."""
-    return entry.source == "napari-diffir (built-in)" and getattr(entry.cls, "default_weights", None) is not None
+    """Bundled models: built-in restorers that declare bundled weights."""
+    return entry.source == "napari-diffir (built-in)" and entry.cls.info.bundled_weights is not None
 
 
 def restorer_class(name: str) -> type[Restorer]:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # torch is imported lazily so that listing restorers stays ch
 
 __all__ = [
     "KNOWN_TASKS",
+    "WEIGHTS_POLICIES",
     "Option",
     "Restorer",
     "RestorerInfo",
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 KNOWN_TASKS = ("denoise", "deblur", "super-resolution", "inpaint")
+
+WEIGHTS_POLICIES = ("none", "optional", "required")
+"""What a restorer does with ``weights=``: ignores it, runs without it (bundled or built-in
+weights), or cannot run without it."""
 
 
 class RestorationCancelled(Exception):
@@ -116,6 +121,17 @@ class RestorerInfo:
     """The weights in use (a path or a bundled model name), for metadata and display."""
     source: str = ""
     """Which plugin registered it (filled in by the registry)."""
+    # Weights and checkpoint routing, declared so that no frontend guesses them from names or
+    # signatures; placed last so that positional construction keeps working.
+    weights_policy: str = "none"
+    """Whether the constructor takes ``weights=``: ``"none"``, ``"optional"`` or ``"required"``."""
+    bundled_weights: str | None = None
+    """Weights shipped with the restorer and used when the caller gives none (bundled models)."""
+    checkpoint_family: str | None = None
+    """The model family (``napari_diffir.models.<family>.DESCRIPTOR.id``) whose checkpoints it
+    runs; the widget and the CLI route a loaded checkpoint of that family to it."""
+    accepted_tasks: tuple[str, ...] = ()
+    """Checkpoint tasks it runs, as the family's ``describe()`` names them; empty: every task."""
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip() or " " in self.name:
@@ -129,6 +145,14 @@ class RestorerInfo:
         for ch in (self.in_channels, self.out_channels):
             if ch is not None and ch < 1:
                 raise ValueError(f"Restorer {self.name!r}: channel counts must be >= 1")
+        if self.weights_policy not in WEIGHTS_POLICIES:
+            raise ValueError(f"Restorer {self.name!r}: weights_policy must be one of "
+                             f"{list(WEIGHTS_POLICIES)}, but got {self.weights_policy!r}")
+        if self.checkpoint_family is not None and self.weights_policy == "none":
+            raise ValueError(f"Restorer {self.name!r} runs {self.checkpoint_family} checkpoints, so it "
+                             "must take weights (weights_policy 'optional' or 'required')")
+        if self.accepted_tasks and self.checkpoint_family is None:
+            raise ValueError(f"Restorer {self.name!r}: accepted_tasks needs a checkpoint_family")
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
@@ -185,8 +209,9 @@ class Restorer(abc.ABC):
     """Base class of every restorer, built-in or from a plugin.
 
     Subclasses set ``info`` (a :class:`RestorerInfo`) and implement :meth:`restore_tile`.
-    Constructor keywords are the options declared in ``info.options`` plus ``weights``; the
-    instance may refine ``self.info`` (e.g. the scale a checkpoint was trained for).
+    Constructor keywords are the options declared in ``info.options``, plus ``weights`` when
+    ``info.weights_policy`` is not ``"none"``; the instance may refine ``self.info`` (e.g. the
+    scale a checkpoint was trained for).
     """
 
     info: ClassVar[RestorerInfo]

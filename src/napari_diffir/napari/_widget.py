@@ -63,48 +63,20 @@ def _task_title(task: str) -> str:
     return {"super-resolution": "Super-resolution"}.get(task, task[:1].upper() + task[1:])
 
 
-def _restorer_class(name: str):
-    from ..registry import restorer_class
-
-    try:
-        return restorer_class(name)
-    except ValueError:
-        return None
-
-
 def bundled_weights(info: RestorerInfo) -> str | None:
     """The weights a restorer ships with (bundled models), or None."""
     if info.weights is not None:
         return str(info.weights)
-    default = getattr(_restorer_class(info.name), "default_weights", None)
-    return None if default is None else str(default)
+    return info.bundled_weights
 
 
 def takes_weights(info: RestorerInfo) -> bool:
-    """Whether a restorer's constructor accepts ``weights=`` (DiffIR, SRDiff, some plugins)."""
-    import inspect
-
-    cls = _restorer_class(info.name)
-    if cls is None:
-        return False
-    try:
-        return "weights" in inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return False
+    """Whether a restorer takes ``weights=`` (DiffIR, SRDiff, plugins that declare it)."""
+    return info.weights_policy != "none"
 
 
 def _is_bundled(info: RestorerInfo) -> bool:
     return info.source == BUILTIN and bundled_weights(info) is not None
-
-
-def checkpoint_restorer(family: str, description: dict, registered: dict) -> str | None:
-    """The registered restorer that runs a checkpoint of ``family`` (inpainting has its own)."""
-    task = str(description.get("task", ""))
-    for name in (f"{family}-{task}", family):
-        info = registered.get(name)
-        if info is not None and (name == family or info.task == task):
-            return name
-    return None
 
 
 def restorer_choices(infos: list[RestorerInfo]) -> list[tuple[str, str]]:
@@ -125,13 +97,6 @@ def restorer_choices(infos: list[RestorerInfo]) -> list[tuple[str, str]]:
                 label += f"  [{info.source}]"
             choices.append((f"  {label}", info.name))
     return choices
-
-
-def _family_of(name: str) -> str | None:
-    from ..checkpoints import FAMILIES
-
-    head = name.split("-", 1)[0]
-    return head if head in FAMILIES else None
 
 
 def device_choices() -> list[str]:
@@ -452,6 +417,7 @@ class RestoreWidget(Container):
         usable checkpoint leaves the selection unchanged and says why (no traceback).
         """
         from ..checkpoints import CheckpointError, UnsupportedCheckpointError, load_checkpoint
+        from ..routing import restorer_for_checkpoint
 
         path = os.fspath(path)
         name = os.path.basename(path)
@@ -459,7 +425,7 @@ class RestoreWidget(Container):
         try:
             loaded = load_checkpoint(path)
         except UnsupportedCheckpointError as exc:
-            if current is not None and takes_weights(current) and _family_of(current.name) is None:
+            if current is not None and takes_weights(current) and current.checkpoint_family is None:
                 # a third-party restorer with its own weights format: pass the file through
                 self._checkpoints[path] = _Checkpoint(
                     current.name, f"{name}", f"{name}: passed to {current.display_name} as is", path)
@@ -475,7 +441,7 @@ class RestoreWidget(Container):
             return False
         desc = dict(loaded.description)
         family = loaded.family
-        target = checkpoint_restorer(family, desc, self._infos)
+        target = restorer_for_checkpoint(family, desc.get("task"), self._infos.values())
         if target is None:
             self._show_weights_info(
                 f"{name} is a {family} checkpoint, but no '{family}' restorer is installed.")
@@ -520,7 +486,7 @@ class RestoreWidget(Container):
             except ValueError as exc:
                 out.append(str(exc))
         if info is not None:
-            if takes_weights(info) and self._weights.value in (None, LOAD) and bundled_weights(info) is None:
+            if info.weights_policy == "required" and self._weights.value in (None, LOAD):
                 out.append(f"'{info.name}' needs weights: choose 'Load checkpoint…'.")
             if info.needs_mask and self._mask.value is None:
                 out.append(f"'{info.name}' fills a mask: add a Labels or Shapes layer and choose it as Mask.")

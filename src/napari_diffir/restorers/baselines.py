@@ -1,20 +1,26 @@
 """Classical baselines: Lanczos upscaling and blind non-local-means / TV denoising.
 
 They make the engine testable without trained weights and stay as references in benchmarks.
+torch is imported inside the methods, so that listing restorers stays cheap.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..hookspecs import hookimpl
 from ..restorer import Option, Restorer, RestorerInfo, TileContext
 
+if TYPE_CHECKING:
+    import torch
+
 
 def lanczos_matrix(n_in: int, scale: int, a: int = 3) -> torch.Tensor:
     """(n_in*scale, n_in) Lanczos-``a`` resampling matrix; edges are handled by clamping indices."""
+    import torch
+
     n_out = n_in * scale
     centers = (torch.arange(n_out, dtype=torch.float64) + 0.5) / scale - 0.5
     base = torch.floor(centers).long()
@@ -47,6 +53,8 @@ class Lanczos(Restorer):
         self.info = type(self).info.replace(scale=scale or 2)
 
     def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
+        import torch
+
         s = self.info.scale
         my = lanczos_matrix(x.shape[-2], s).to(x.device)
         mx = lanczos_matrix(x.shape[-1], s).to(x.device)
@@ -57,6 +65,8 @@ class _SkimageDenoiser(Restorer):
     """Blind classical denoisers: the noise level is estimated per tile from the image itself."""
 
     def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
+        import torch
+
         arr = x.detach().float().cpu().numpy()
         out = np.empty_like(arr)
         for b in range(arr.shape[0]):

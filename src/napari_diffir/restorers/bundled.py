@@ -52,9 +52,10 @@ class DiffIRDenoise(DiffIRRestorer):
         in_channels=1,
         description="Blind denoiser for grayscale and fluorescence images (shot + read noise or "
         "Gaussian noise, level not needed). " + _DATA_NOTE.format(name="diffir-denoise"),
+        weights_policy="optional",
+        bundled_weights=str(weights_path("diffir-denoise")),
+        accepted_tasks=("deblur",),  # the same-size DIRformer variant with a global residual
     )
-    default_weights = str(weights_path("diffir-denoise"))
-    accepted_tasks = ("deblur",)  # the same-size DIRformer variant with a global residual
 
 
 class DiffIRSR4(DiffIRRestorer):
@@ -68,9 +69,10 @@ class DiffIRSR4(DiffIRRestorer):
         in_channels=1,
         description="x4 super-resolution for grayscale and fluorescence images. "
         + _DATA_NOTE.format(name="diffir-sr4"),
+        weights_policy="optional",
+        bundled_weights=str(weights_path("diffir-sr4")),
+        accepted_tasks=("sr",),
     )
-    default_weights = str(weights_path("diffir-sr4"))
-    accepted_tasks = ("sr",)
 
 
 class SRDiffSR4(SRDiffRestorer):
@@ -82,8 +84,9 @@ class SRDiffSR4(SRDiffRestorer):
         in_channels=1,
         description="x4 diffusion super-resolution for grayscale and fluorescence images. "
         + _DATA_NOTE.format(name="srdiff-sr4"),
+        weights_policy="optional",
+        bundled_weights=str(weights_path("srdiff-sr4")),
     )
-    default_weights = weights_path("srdiff-sr4")
 
 
 BUNDLED = (DiffIRDenoise, DiffIRSR4, SRDiffSR4)

@@ -44,8 +44,8 @@ class DiffIRRestorer(Restorer):
     """Any DiffIR stage-2 checkpoint; task, scale and channels come from the checkpoint.
 
     ``weights`` is a checkpoint path (``.pth`` BasicSR, ``.ckpt`` Lightning inpainting,
-    ``.safetensors``, bare state dict) or an already built ``DiffIRS2``.
-    Subclasses may set ``default_weights`` (bundled models) and ``accepted_tasks``.
+    ``.safetensors``, bare state dict) or an already built ``DiffIRS2``. Subclasses narrow
+    ``info.accepted_tasks`` (model tasks, ``DiffIRS2.task``) or ship ``info.bundled_weights``.
     """
 
     info = RestorerInfo(
@@ -59,17 +59,16 @@ class DiffIRRestorer(Restorer):
         stochastic=True,
         description="DiffIR (ICCV 2023) from a stage-2 checkpoint given with weights=: "
         "super-resolution, deblurring/denoising or inpainting, as the checkpoint was trained.",
+        weights_policy="required",
+        checkpoint_family="diffir",
+        accepted_tasks=("sr", "deblur", "inpaint"),
     )
-    default_weights: ClassVar[str | None] = None
-    """Weights used when the caller gives none (bundled restorers set this)."""
-    accepted_tasks: ClassVar[tuple[str, ...]] = ("sr", "deblur", "inpaint")
-    """Model tasks (``DiffIRS2.task``) this restorer runs."""
     channels_last: ClassVar[bool] = True
     """Run the network in channels-last memory format (faster on CPU: norms need no copy)."""
 
     def __init__(self, weights: Any = None, **options: Any) -> None:
         super().__init__(**options)
-        weights = weights if weights is not None else self.default_weights
+        weights = weights if weights is not None else self.info.bundled_weights
         if weights is None:
             raise ValueError(
                 f"Restorer {self.info.name!r} needs weights=<path to a DiffIR stage-2 checkpoint "
@@ -78,9 +77,9 @@ class DiffIRRestorer(Restorer):
         self.model, label = self._load(weights)
         hp = self.model.hyperparameters
         task = hp["task"]
-        if task not in self.accepted_tasks:
+        if task not in self.info.accepted_tasks:
             raise ValueError(
-                f"Restorer {self.info.name!r} runs {', '.join(self.accepted_tasks)} checkpoints, but "
+                f"Restorer {self.info.name!r} runs {', '.join(self.info.accepted_tasks)} checkpoints, but "
                 f"{label} is a DiffIR {task!r} model; use the 'diffir' restorer"
             )
         m = self.model.multiple_of
@@ -163,8 +162,8 @@ class DiffIRInpaintRestorer(DiffIRRestorer):
         needs_mask=True,
         description="DiffIR (ICCV 2023) inpainting from a stage-2 checkpoint given with weights= "
         "(CelebA-HQ, Places2 or big Places2 models); fills the pixels where mask > 0.",
+        accepted_tasks=("inpaint",),
     )
-    accepted_tasks = ("inpaint",)
 
 
 @hookimpl

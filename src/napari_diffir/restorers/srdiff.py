@@ -5,28 +5,21 @@ upsampled tile (``img_lr_up``) as the base of its residual. Every random draw (`
 per-step noise) comes from the engine's image-wide noise field (``ctx.noise``, stream 0 for
 ``x_T`` and ``k + 1`` after step ``k``), so neighbouring tiles sample with the same noise where
 they overlap and tiling leaves no seams. The RRDB encoder runs once per tile; only the U-Net
-runs per step.
+runs per step. Sampler names and defaults are the sampler module's; torch is imported only
+when a restorer is built, so that listing restorers stays cheap.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import hookimpl
+from ..models.samplers import FAST_DEFAULT_SAMPLER, FAST_DEFAULT_STEPS, SAMPLERS
 from ..restorer import Option, Restorer, RestorerInfo, TileContext
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-BUNDLED_SR4 = WEIGHTS_DIR / "srdiff-sr4.safetensors"
-
-DEFAULT_SAMPLER = "dpm++2m"
-DEFAULT_STEPS = 20
-"""Provisional fast default; see docs/models.md for the measured step/quality curve."""
-
-SAMPLER_CHOICES = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
+if TYPE_CHECKING:
+    import torch
 
 
 class SRDiffRestorer(Restorer):
@@ -46,8 +39,8 @@ class SRDiffRestorer(Restorer):
         sampling_steps=True,
         options=(
             Option("steps", int, None, min=1, max=1000,
-                   help=f"sampling steps (default {DEFAULT_STEPS} for fast samplers, all trained steps for ddpm)"),
-            Option("sampler", str, DEFAULT_SAMPLER, choices=SAMPLER_CHOICES,
+                   help=f"sampling steps (default {FAST_DEFAULT_STEPS} for fast samplers, all trained steps for ddpm)"),
+            Option("sampler", str, FAST_DEFAULT_SAMPLER, choices=SAMPLERS,
                    help="ddpm: ancestral (the official sampler at 100 steps); ddim, dpm++2m, "
                         "dpm++2m-sde: training-free fast samplers"),
             Option("eta", float, 0.0, min=0.0, max=1.0, help="DDIM stochasticity (0 = deterministic)"),
@@ -61,17 +54,16 @@ class SRDiffRestorer(Restorer):
             "denoises the residual to a bicubic upsampling. Loads official .ckpt releases and "
             "project-trained weights."
         ),
+        weights_policy="required",
+        checkpoint_family="srdiff",
     )
-
-    default_weights: ClassVar[Path | None] = None
-    """Weights used when none are given (subclasses for bundled models set this)."""
 
     def __init__(self, weights: str | os.PathLike | None = None, **options: Any) -> None:
         super().__init__(weights=weights, **options)
         from ..checkpoints import load_checkpoint
         from ..models.srdiff import SRDiff
 
-        path = weights if weights is not None else self.default_weights
+        path = weights if weights is not None else self.info.bundled_weights
         if path is None:
             raise ValueError(
                 f"Restorer {self.info.name!r} needs weights=<SRDiff checkpoint> (an official "
@@ -99,6 +91,8 @@ class SRDiffRestorer(Restorer):
 
     def to(self, device: torch.device | str) -> "SRDiffRestorer":
         """Move the model; on CPU the U-Net weights are kept channels-last (faster oneDNN convs)."""
+        import torch
+
         device = torch.device(device)
         fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.model.to(device)
@@ -106,11 +100,11 @@ class SRDiffRestorer(Restorer):
         return self
 
     def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
+        import torch
+
         opts = self.options
-        sampler = opts.get("sampler") or DEFAULT_SAMPLER
-        steps = ctx.steps if ctx.steps is not None else opts.get("steps")
-        if steps is None:
-            steps = self.model.num_timesteps if sampler == "ddpm" else min(DEFAULT_STEPS, self.model.num_timesteps)
+        sampler = opts.get("sampler") or FAST_DEFAULT_SAMPLER
+        steps = ctx.steps if ctx.steps is not None else opts.get("steps")  # None: the sampler's default
         param = next(self.model.parameters())
         x = x.to(device=param.device, dtype=torch.float32)
         img_lr = x * 2 - 1
@@ -122,17 +116,9 @@ class SRDiffRestorer(Restorer):
         if ctx.seed is not None:
             noise = lambda like, stream: ctx.noise(like, stream)  # noqa: E731
         sr = self.model.sample(
-            img_lr, img_lr_up, steps=int(steps), sampler=sampler, eta=float(opts.get("eta") or 0.0),
-            noise=noise, callback=ctx.step)
+            img_lr, img_lr_up, steps=None if steps is None else int(steps), sampler=sampler,
+            eta=float(opts.get("eta") or 0.0), noise=noise, callback=ctx.step)
         return (sr + 1) / 2
-
-
-class SRDiffSR4(SRDiffRestorer):
-    """The bundled single-channel x4 SRDiff model trained by the project (register when shipped)."""
-
-    info = SRDiffRestorer.info.replace(
-        name="srdiff-sr4", display_name="SRDiff x4 (bundled, microscopy)", in_channels=1)
-    default_weights = BUNDLED_SR4
 
 
 @hookimpl

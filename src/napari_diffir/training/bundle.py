@@ -15,12 +15,6 @@ from pathlib import Path
 
 __all__ = ["bundle"]
 
-FP32_KEYS = (
-    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
-)
-
 
 KNOWN_SOURCES = {
     "builtin:skimage": ("scikit-image's bundled sample images except camera (held out)",
@@ -46,15 +40,16 @@ def data_provenance(sources: list[str]) -> list[dict]:
 
 def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, half: bool = True) -> Path:
     """Copy ``weights`` (and the card next to it) to ``dest/<name>.safetensors`` / ``.json``."""
-    import torch
     from safetensors.torch import load_file, save_file
+
+    from ..models.schedules import BUFFER_NAMES
 
     weights = Path(weights)
     dest = Path(dest) if dest is not None else Path(__file__).resolve().parents[1] / "restorers" / "weights"
     dest.mkdir(parents=True, exist_ok=True)
     sd = load_file(str(weights))
     if half:
-        sd = {k: (v.half() if v.is_floating_point() and k.rsplit(".", 1)[-1] not in FP32_KEYS else v)
+        sd = {k: (v.half() if v.is_floating_point() and k.rsplit(".", 1)[-1] not in BUFFER_NAMES else v)
               for k, v in sd.items()}
     out = dest / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(out), metadata={"format": "pt", "name": name})

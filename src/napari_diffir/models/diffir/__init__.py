@@ -3,7 +3,8 @@
 ``detect(sd)`` says whether a state dict is a DiffIR network, ``from_state_dict(sd)`` rebuilds
 the right variant (stage 1 or 2; SR x4/x2/x1, deblurring or inpainting; any width and depth)
 with every hyperparameter read from key names and tensor shapes and loads it strictly, and
-``describe(model)`` summarises a model in a few fields. The networks live in ``_arch/``.
+``describe(model)`` summarises a model in a few fields; ``DESCRIPTOR`` bundles the three for the
+checkpoint loader. The networks live in ``_arch/``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import torch
 from torch import nn
 
 from .._keys import has_all, has_any, missing, seq_len, shape_of
+from ..family import ModelFamily
+from ..schedules import BUFFER_NAMES, Schedule
 from ._arch import (
     CPEN,
-    SCHEDULE_BUFFERS,
     TASKS,
     Attention,
     BiasFree_LayerNorm,
@@ -34,6 +36,8 @@ from ._arch import (
 
 __all__ = [
     "CPEN",
+    "DESCRIPTOR",
+    "FAMILY",
     "Attention",
     "BiasFree_LayerNorm",
     "DIRformer",
@@ -210,16 +214,17 @@ def infer_hyperparameters(sd: Mapping[str, Any]) -> tuple[type[nn.Module], dict[
 
 def _fill_schedule(sd: dict[str, Any], model: nn.Module) -> None:
     """A stage-2 dict saved without its 12 schedule buffers gets the upstream schedule."""
-    present = [n for n in SCHEDULE_BUFFERS if f"diffusion.{n}" in sd]
-    if present and len(present) != len(SCHEDULE_BUFFERS):
+    present = [n for n in BUFFER_NAMES if f"diffusion.{n}" in sd]
+    if present and len(present) != len(BUFFER_NAMES):
         raise ValueError(
             "Incomplete IPR diffusion schedule: missing "
-            f"{missing(sd, [f'diffusion.{n}' for n in SCHEDULE_BUFFERS])}"
+            f"{missing(sd, [f'diffusion.{n}' for n in BUFFER_NAMES])}"
         )
     if not present:
         hp = model.hyperparameters  # type: ignore[attr-defined]
-        for name, value in IPRDiffusion.schedule(hp["timesteps"], hp["linear_start"], hp["linear_end"]).items():
-            sd[f"diffusion.{name}"] = value.to(torch.float32)
+        schedule = Schedule.sqrt_linear(hp["timesteps"], hp["linear_start"], hp["linear_end"])
+        for name, value in schedule.tables().items():
+            sd[f"diffusion.{name}"] = value
 
 
 def from_state_dict(state_dict: Mapping[str, Any]) -> DiffIRS1 | DiffIRS2:
@@ -290,3 +295,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "params": params,
         "params_human": f"{params / 1e6:.2f} M",
     }
+
+
+DESCRIPTOR = ModelFamily(id=FAMILY, detect=detect, from_state_dict=from_state_dict, describe=describe)
+"""The DiffIR family for the checkpoint loader (tasks in ``describe``: sr, deblur, inpaint)."""

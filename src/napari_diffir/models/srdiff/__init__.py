@@ -1,9 +1,10 @@
-"""SRDiff (Li et al., Neurocomputing 2022): modules, samplers and loading of official checkpoints.
+"""SRDiff (Li et al., Neurocomputing 2022): modules and loading of official checkpoints.
 
 ``from_state_dict`` reads every hyperparameter from the tensors (scale, channels, U-Net width and
 multipliers, RRDB blocks/features/growth, number of steps), so the official DIV2K x4 release
 (with either its 8x32 or 17x64 encoder), the CelebA x8 release and project-trained single-channel
-models all load strictly with the same code.
+models all load strictly with the same code. The schedule and the samplers are shared with other
+families (``napari_diffir.models.schedules`` and ``.samplers``); they are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from typing import Any, Mapping
 
 import torch
 
+from ..family import ModelFamily
+from ..samplers import SAMPLERS, timestep_grid
+from ..schedules import BUFFER_NAMES, Schedule, cosine_betas
 from ._arch import RRDBNet, SinusoidalPosEmb, Unet, cond_channels
 from ._diffusion import SRDiff
-from ._schedule import BUFFER_NAMES, cosine_betas, schedule_tables
-from .samplers import SAMPLERS, timestep_grid
 
 __all__ = [
     "BUFFER_NAMES",
+    "DESCRIPTOR",
+    "FAMILY",
     "RRDBNet",
     "SAMPLERS",
     "SRDiff",
@@ -31,9 +35,10 @@ __all__ = [
     "from_state_dict",
     "infer_hyperparameters",
     "infer_rrdb_hyperparameters",
-    "schedule_tables",
     "timestep_grid",
 ]
+
+FAMILY = "srdiff"
 
 # Keys every SRDiff state dict has, whatever its size (official or project-trained).
 REQUIRED_KEYS = (
@@ -158,7 +163,7 @@ def from_state_dict(sd: Mapping[str, Any]) -> SRDiff | RRDBNet:
 
 
 def _schedule_name(model: SRDiff) -> str:
-    ref = schedule_tables(cosine_betas(model.num_timesteps, 0.008))["betas"]
+    ref = Schedule.cosine(model.num_timesteps, 0.008).betas
     same = torch.allclose(model.betas.detach().cpu().float(), ref, rtol=0, atol=1e-6)
     return "cosine (s=0.008)" if same else "custom"
 
@@ -169,7 +174,7 @@ def describe(model: SRDiff | RRDBNet) -> dict[str, Any]:
     count = lambda m: int(sum(p.numel() for p in m.parameters()))  # noqa: E731
     if isinstance(model, RRDBNet):
         return {
-            "family": "srdiff",
+            "family": FAMILY,
             "architecture": "RRDBNet (SRDiff LR encoder, pre-training stage; not a diffusion model)",
             "task": "super-resolution",
             "scale": h["scale"],
@@ -179,7 +184,7 @@ def describe(model: SRDiff | RRDBNet) -> dict[str, Any]:
             "parameters": count(model),
         }
     return {
-        "family": "srdiff",
+        "family": FAMILY,
         "architecture": "SRDiff (RRDB encoder + conditional U-Net, residual diffusion)",
         "task": "super-resolution",
         "scale": model.scale,
@@ -196,3 +201,7 @@ def describe(model: SRDiff | RRDBNet) -> dict[str, Any]:
         "parameters_rrdb": count(model.rrdb),
         "samplers": list(SAMPLERS),
     }
+
+
+DESCRIPTOR = ModelFamily(id=FAMILY, detect=detect, from_state_dict=from_state_dict, describe=describe)
+"""The SRDiff family for the checkpoint loader (task in ``describe``: super-resolution)."""

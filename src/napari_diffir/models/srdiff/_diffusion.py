@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...resize import imresize_torch
+from ..samplers import SAMPLERS, NoiseFn, StepFn, run_sampler
+from ..schedules import BUFFER_NAMES, Schedule
 from ._arch import RRDBNet, Unet, cond_channels
-from ._schedule import cosine_betas, schedule_tables
-from .samplers import NoiseFn, StepFn, run_sampler
 
 __all__ = ["SRDiff"]
 
@@ -59,7 +59,7 @@ class SRDiff(nn.Module):
             cond_channels=cond_channels(rrdb_num_feat, rrdb_num_block), scale=scale)
         self.rrdb = RRDBNet(in_nc=in_channels, out_nc=out_channels, nf=rrdb_num_feat,
                             nb=rrdb_num_block, gc=rrdb_growth, scale=scale)
-        for name, table in schedule_tables(cosine_betas(timesteps, beta_s)).items():
+        for name, table in Schedule.cosine(timesteps, beta_s).tables().items():
             self.register_buffer(name, table)
         self.num_timesteps = timesteps
         self.loss_type = loss_type
@@ -78,6 +78,11 @@ class SRDiff(nn.Module):
     @property
     def out_channels(self) -> int:
         return self.hyperparameters["out_channels"]
+
+    @property
+    def schedule(self) -> Schedule:
+        """The noise schedule held in this model's buffers (as loaded, on the model's device)."""
+        return Schedule.from_tables({name: getattr(self, name) for name in BUFFER_NAMES})
 
     @property
     def hr_multiple(self) -> int:
@@ -175,6 +180,8 @@ class SRDiff(nn.Module):
         the U-Net runs on channels-last tensors. An LR size whose upscaled size is not a
         multiple of :attr:`hr_multiple` is reflect-padded and the result cropped back.
         """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"Unknown SRDiff sampler {sampler!r}; expected one of {list(SAMPLERS)}")
         if img_lr.ndim != 4 or img_lr.shape[1] != self.in_channels:
             raise ValueError(f"SRDiff.sample expects img_lr of shape (B, {self.in_channels}, h, w), "
                              f"but got {tuple(img_lr.shape)}")
@@ -197,7 +204,13 @@ class SRDiff(nn.Module):
         cond = self.denoise_fn.project_cond(self.rrdb.features(img_lr))
         if x.device.type == "cpu":  # oneDNN convolutions run ~10% faster on NHWC tensors
             x, cond = (v.contiguous(memory_format=torch.channels_last) for v in (x, cond))
-        res = run_sampler(self, x, cond, sampler=sampler, steps=steps, eta=eta, noise=noise, callback=callback)
+
+        def eps_fn(x_t: torch.Tensor, t: int) -> torch.Tensor:
+            steps_t = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+            return self.denoise_fn(x_t, steps_t, cond)
+
+        res = run_sampler(self.schedule, eps_fn, x, sampler=sampler, steps=steps, eta=eta, noise=noise,
+                          callback=callback)
         return self.res2img(res, img_lr_up)[..., : h * s, : w * s]
 
 

@@ -13,7 +13,7 @@ from .dirformer import (
     TransformerBlock,
     Upsample,
 )
-from .ipr_diffusion import SCHEDULE_BUFFERS, IPRDenoiser, IPRDiffusion, ResMLP
+from .ipr_diffusion import IPRDenoiser, IPRDiffusion, ResMLP
 from .layernorm import BiasFree_LayerNorm, LayerNorm, WithBias_LayerNorm
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "OverlapPatchEmbed",
     "ResBlock",
     "ResMLP",
-    "SCHEDULE_BUFFERS",
     "TASKS",
     "TransformerBlock",
     "Upsample",

@@ -13,31 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["IPRDenoiser", "IPRDiffusion", "ResMLP", "sqrt_linear_betas"]
+from ...schedules import Schedule
 
-SCHEDULE_BUFFERS = (
-    "betas",
-    "alphas_cumprod",
-    "alphas_cumprod_prev",
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance",
-    "posterior_log_variance_clipped",
-    "posterior_mean_coef1",
-    "posterior_mean_coef2",
-)
+__all__ = ["IPRDenoiser", "IPRDiffusion", "ResMLP"]
 
 
 def _act() -> nn.LeakyReLU:
     return nn.LeakyReLU(0.1, inplace=True)
-
-
-def sqrt_linear_betas(timesteps: int, linear_start: float, linear_end: float) -> torch.Tensor:
-    """LDM's "linear" schedule: beta linear in *sqrt(beta)* from start to end (float64)."""
-    return torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64) ** 2
 
 
 class ResMLP(nn.Module):
@@ -83,39 +65,12 @@ class IPRDiffusion(nn.Module):
         n_feats: int = 64,
     ) -> None:
         super().__init__()
-        if timesteps < 1:
-            raise ValueError(f"timesteps must be >= 1, but got {timesteps}")
         self.channels = n_feats
         self.num_timesteps = timesteps
         self.model = denoise
         self.condition = condition
-        for name, value in self.schedule(timesteps, linear_start, linear_end).items():
-            self.register_buffer(name, value.to(torch.float32))
-
-    @staticmethod
-    def schedule(timesteps: int, linear_start: float, linear_end: float) -> dict[str, torch.Tensor]:
-        """The 12 schedule tensors (float64), in upstream buffer order (v_posterior = 0)."""
-        betas = sqrt_linear_betas(timesteps, linear_start, linear_end)
-        alphas = 1.0 - betas
-        ac = torch.cumprod(alphas, 0)
-        ac_prev = torch.cat([ac.new_ones(1), ac[:-1]])
-        post_var = betas * (1.0 - ac_prev) / (1.0 - ac)
-        values = {
-            "betas": betas,
-            "alphas_cumprod": ac,
-            "alphas_cumprod_prev": ac_prev,
-            "sqrt_alphas_cumprod": ac.sqrt(),
-            "sqrt_one_minus_alphas_cumprod": (1.0 - ac).sqrt(),
-            "log_one_minus_alphas_cumprod": (1.0 - ac).log(),
-            "sqrt_recip_alphas_cumprod": (1.0 / ac).sqrt(),
-            "sqrt_recipm1_alphas_cumprod": (1.0 / ac - 1).sqrt(),
-            "posterior_variance": post_var,
-            "posterior_log_variance_clipped": post_var.clamp(min=1e-20).log(),
-            "posterior_mean_coef1": betas * ac_prev.sqrt() / (1.0 - ac),
-            "posterior_mean_coef2": (1.0 - ac_prev) * alphas.sqrt() / (1.0 - ac),
-        }
-        assert tuple(values) == SCHEDULE_BUFFERS
-        return values
+        for name, value in Schedule.sqrt_linear(timesteps, linear_start, linear_end).tables().items():
+            self.register_buffer(name, value)
 
     @property
     def ipr_dim(self) -> int:

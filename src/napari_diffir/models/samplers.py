@@ -1,14 +1,19 @@
-"""Samplers for SRDiff's residual diffusion: official ancestral DDPM, DDIM and DPM-Solver++(2M).
+"""Samplers for a discrete DDPM schedule: ancestral DDPM, DDIM and DPM-Solver++(2M), ODE and SDE.
 
-All samplers work on the trained discrete steps 0 .. T-1 and need no retraining. Each one calls
-the noise predictor once per step, predicts the clean residual, clips it to [-1, 1] (as the
-official sampler does, since residuals are clipped to that range in training) and moves to the
-next step of its grid.
+A sampler knows no network. Like a diffusers scheduler's ``step(model_output, t, sample)``, it
+gets the :class:`~napari_diffir.models.schedules.Schedule` and an ``eps_fn(x, t)`` that returns the
+model's noise estimate, and it works on the trained discrete steps 0 .. T-1 (no retraining).
+Each sampler calls ``eps_fn`` once per step, predicts the clean sample, clips it to [-1, 1] (as
+SRDiff's official sampler does; data, or SRDiff's residuals, are trained in that range) and moves
+to the next step of its grid.
 
 Random draws come from a ``noise(like, stream)`` callable: ``stream`` 0 is ``x_T`` and stream
 ``k + 1`` is the draw after model evaluation ``k``. Backed by ``torch.randn`` the draws follow
-the official order (``x_T``, then one draw per step including the last); backed by the engine's
-image-wide noise field every tile gets its own region of the same noise.
+SRDiff's official order (``x_T``, then one draw per step including the last); backed by the
+engine's image-wide noise field every tile gets its own region of the same noise.
+
+torch is not imported here (only tensor methods are called), so frontends and restorers read
+the sampler names and defaults without importing torch.
 """
 
 from __future__ import annotations
@@ -17,21 +22,37 @@ import math
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
-    from ._diffusion import SRDiff
+    import torch
 
-__all__ = ["SAMPLERS", "NoiseFn", "StepFn", "default_steps", "run_sampler", "timestep_grid"]
+    from .schedules import Schedule
 
-NoiseFn = Callable[[torch.Tensor, int], torch.Tensor]
+__all__ = [
+    "FAST_DEFAULT_SAMPLER",
+    "FAST_DEFAULT_STEPS",
+    "SAMPLERS",
+    "EpsFn",
+    "NoiseFn",
+    "StepFn",
+    "default_steps",
+    "run_sampler",
+    "timestep_grid",
+]
+
+EpsFn = Callable[["torch.Tensor", int], "torch.Tensor"]
+"""``eps_fn(x, t)``: the model's noise estimate for the batch ``x`` at trained step ``t``."""
+NoiseFn = Callable[["torch.Tensor", int], "torch.Tensor"]
 """``noise(like, stream)``: a standard-normal tensor shaped like ``like``."""
 StepFn = Callable[[int, int], None]
 """``callback(done, total)`` after every model evaluation (may raise to cancel)."""
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
 
+FAST_DEFAULT_SAMPLER = "dpm++2m"
+"""The sampler a frontend uses unless told otherwise (``ddpm`` needs every trained step)."""
 FAST_DEFAULT_STEPS = 20
+"""Steps of a fast sampler unless told otherwise; see docs/models.md for the step/quality curve."""
 
 
 def default_steps(sampler: str, num_timesteps: int) -> int:
@@ -44,7 +65,7 @@ def timestep_grid(num_timesteps: int, steps: int) -> list[int]:
 
     ``x_T`` is pure noise only at the last trained step (cumulative alpha 2e-7 for SRDiff's
     schedule), so every grid starts there; ending at 0 makes the last update the same
-    "predict the clean residual" as DDPM's last step.
+    "predict the clean sample" as DDPM's last step.
     """
     if not 1 <= steps <= num_timesteps:
         raise ValueError(f"steps must be between 1 and {num_timesteps}, but got {steps!r}")
@@ -54,37 +75,32 @@ def timestep_grid(num_timesteps: int, steps: int) -> list[int]:
     return [int(t) for t in grid]
 
 
-def _eps(model: "SRDiff", x: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
-    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-    return model.denoise_fn(x, tt, cond)
-
-
-def _ddpm(model, x, cond, noise, callback):
-    """Official ancestral sampling over every trained step (same arithmetic as the release)."""
-    n = model.num_timesteps
+def _ddpm(schedule, eps_fn, x, noise, callback):
+    """SRDiff's official ancestral sampling over every trained step (same arithmetic as the release)."""
+    n = schedule.num_timesteps
     for k, t in enumerate(range(n - 1, -1, -1)):
-        eps = _eps(model, x, t, cond)
-        x0 = (model.sqrt_recip_alphas_cumprod[t] * x - model.sqrt_recipm1_alphas_cumprod[t] * eps).clamp_(-1, 1)
-        mean = model.posterior_mean_coef1[t] * x0 + model.posterior_mean_coef2[t] * x
+        eps = eps_fn(x, t)
+        x0 = (schedule.sqrt_recip_alphas_cumprod[t] * x - schedule.sqrt_recipm1_alphas_cumprod[t] * eps).clamp_(-1, 1)
+        mean = schedule.posterior_mean_coef1[t] * x0 + schedule.posterior_mean_coef2[t] * x
         z = noise(x, k + 1)  # drawn at t == 0 too, as the release does, to keep the draw order
-        x = mean + (0.5 * model.posterior_log_variance_clipped[t]).exp() * z if t > 0 else mean
+        x = mean + (0.5 * schedule.posterior_log_variance_clipped[t]).exp() * z if t > 0 else mean
         if callback is not None:
             callback(k + 1, n)
     return x
 
 
-def _abar(model: "SRDiff") -> list[float]:
-    return model.alphas_cumprod.double().cpu().tolist()
+def _abar(schedule: Schedule) -> list[float]:
+    return schedule.alphas_cumprod.double().cpu().tolist()
 
 
-def _ddim(model, x, cond, grid, eta, noise, callback):
+def _ddim(schedule, eps_fn, x, grid, eta, noise, callback):
     """DDIM (Song et al. 2021) on a sub-grid; ``eta`` = 1 is ancestral sampling on that grid."""
-    abar = _abar(model)
+    abar = _abar(schedule)
     n = len(grid)
     for k, t in enumerate(grid):
         a_t = abar[t]
         a_s = abar[grid[k + 1]] if k + 1 < n else 1.0
-        eps = _eps(model, x, t, cond)
+        eps = eps_fn(x, t)
         x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp_(-1, 1)
         eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # consistent with the clipped x0
         sigma = eta * math.sqrt(max((1 - a_s) / (1 - a_t) * (1 - a_t / a_s), 0.0))
@@ -96,19 +112,19 @@ def _ddim(model, x, cond, grid, eta, noise, callback):
     return x
 
 
-def _dpmpp_2m(model, x, cond, grid, callback):
-    """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in the clean-residual space.
+def _dpmpp_2m(schedule, eps_fn, x, grid, callback):
+    """DPM-Solver++(2M) (Lu et al. 2022): second-order multistep in the space of the clean sample.
 
-    Deterministic after ``x_T``. The first step and the final jump to the clean residual are first
+    Deterministic after ``x_T``. The first step and the final jump to the clean sample are first
     order (the latter is exactly "take the last prediction").
     """
-    abar = _abar(model)
+    abar = _abar(schedule)
     n = len(grid)
     lam = lambda a: 0.5 * math.log(a) - 0.5 * math.log1p(-a) if a < 1 else math.inf  # noqa: E731
     prev_x0, prev_h = None, None
     for k, t in enumerate(grid):
         a_t = abar[t]
-        eps = _eps(model, x, t, cond)
+        eps = eps_fn(x, t)
         x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp_(-1, 1)
         if k + 1 == n:
             x = x0
@@ -126,21 +142,21 @@ def _dpmpp_2m(model, x, cond, grid, callback):
     return x
 
 
-def _dpmpp_2m_sde(model, x, cond, grid, noise, callback):
+def _dpmpp_2m_sde(schedule, eps_fn, x, grid, noise, callback):
     """DPM-Solver++(2M) SDE (Lu et al. 2022; midpoint form as in k-diffusion), VP parametrisation.
 
     Each step keeps ``(σ_s/σ_t)·e^{-h}`` of the current sample, moves ``α_s(1 - e^{-2h})`` towards a
-    second-order estimate of the clean residual, and adds fresh noise of std ``σ_s·√(1 - e^{-2h})``
+    second-order estimate of the clean sample, and adds fresh noise of std ``σ_s·√(1 - e^{-2h})``
     (the posterior of DDPM on this grid at first order). Injected noise corrects the predictor's
     errors, which deterministic samplers carry to the end.
     """
-    abar = _abar(model)
+    abar = _abar(schedule)
     n = len(grid)
     lam = lambda a: 0.5 * math.log(a) - 0.5 * math.log1p(-a)  # noqa: E731
     prev_x0, prev_h = None, None
     for k, t in enumerate(grid):
         a_t = abar[t]
-        eps = _eps(model, x, t, cond)
+        eps = eps_fn(x, t)
         x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp_(-1, 1)
         if k + 1 == n:
             x = x0
@@ -161,27 +177,27 @@ def _dpmpp_2m_sde(model, x, cond, grid, noise, callback):
 
 
 def run_sampler(
-    model: "SRDiff", x_T: torch.Tensor, cond: torch.Tensor, *, sampler: str = "ddpm",
+    schedule: Schedule, eps_fn: EpsFn, x_T: torch.Tensor, *, sampler: str = "ddpm",
     steps: int | None = None, eta: float = 0.0, noise: NoiseFn, callback: StepFn | None = None,
 ) -> torch.Tensor:
-    """Denoise the residual ``x_T`` to step 0 given the projected condition; returns the residual.
+    """Denoise ``x_T`` from the last trained step to step 0; returns the clean sample.
 
-    ``ddpm`` with all ``T`` steps is the official sampler; with fewer steps it is ancestral
+    ``ddpm`` with all ``T`` steps is SRDiff's official sampler; with fewer steps it is ancestral
     sampling on the sub-grid (DDIM with ``eta = 1``).
     """
     if sampler not in SAMPLERS:
-        raise ValueError(f"Unknown SRDiff sampler {sampler!r}; expected one of {list(SAMPLERS)}")
+        raise ValueError(f"Unknown sampler {sampler!r}; expected one of {list(SAMPLERS)}")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], but got {eta!r}")
-    T = model.num_timesteps
+    T = schedule.num_timesteps
     steps = default_steps(sampler, T) if steps is None else int(steps)
     grid = timestep_grid(T, steps)
     if sampler == "ddpm":
         if steps == T:
-            return _ddpm(model, x_T, cond, noise, callback)
-        return _ddim(model, x_T, cond, grid, 1.0, noise, callback)
+            return _ddpm(schedule, eps_fn, x_T, noise, callback)
+        return _ddim(schedule, eps_fn, x_T, grid, 1.0, noise, callback)
     if sampler == "ddim":
-        return _ddim(model, x_T, cond, grid, float(eta), noise, callback)
+        return _ddim(schedule, eps_fn, x_T, grid, float(eta), noise, callback)
     if sampler == "dpm++2m-sde":
-        return _dpmpp_2m_sde(model, x_T, cond, grid, noise, callback)
-    return _dpmpp_2m(model, x_T, cond, grid, callback)
+        return _dpmpp_2m_sde(schedule, eps_fn, x_T, grid, noise, callback)
+    return _dpmpp_2m(schedule, eps_fn, x_T, grid, callback)

@@ -166,16 +166,16 @@ class Stage2(nn.Module):
         if self.s1_encoder is None:  # fine-tuning without the teacher: end to end, pixel loss only
             self.net.diffusion.eval()
             l_pix = F.l1_loss(self.net.G(lq, self.net.diffusion.sample(lq)), gt)
-            return l_pix, {"pix": l_pix.item()}
+            return l_pix, {"pix": l_pix.detach()}
         with torch.no_grad():
             target = self.s1_encoder(lq, gt)
         self.net.diffusion.train()
         ipr, _ = self.net.diffusion(lq, target)
         l_ipr = F.l1_loss(ipr, target)
         if step < self.encoder_steps(total):
-            return l_ipr, {"ipr": l_ipr.item()}
+            return l_ipr, {"ipr": l_ipr.detach()}
         l_pix = F.l1_loss(self.net.G(lq, ipr), gt)
-        return l_pix + l_ipr, {"pix": l_pix.item(), "ipr": l_ipr.item()}
+        return l_pix + l_ipr, {"pix": l_pix.detach(), "ipr": l_ipr.detach()}
 
     @torch.no_grad()
     def predict(self, net, lq, seed, gt=None):

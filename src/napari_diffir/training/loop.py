@@ -356,7 +356,8 @@ def train_step(stage: Stage, opt: torch.optim.Optimizer, lq: torch.Tensor, gt: t
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss.detach(), logs
+    # stages return detached tensors (no graph break under torch.compile); floats from here on
+    return loss.detach(), {k: float(v) for k, v in logs.items()}
 
 
 def step_batch(sampler: Any, seed: int, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

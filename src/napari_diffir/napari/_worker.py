@@ -2,9 +2,9 @@
 
 :func:`iter_restoration` is a generator: it runs the engine in a plain thread and yields a
 :class:`Progress` for every tile and sampling step the engine reports, then returns the
-engine's :class:`~napari_diffir.engine.result.Result`. The widget wraps it in a napari ``thread_worker`` (progress is handled in the
-main thread, layers are added there); tests and scripts can iterate it directly or call
-:func:`run_restoration`. Cancel is a ``threading.Event``: the engine checks it between sampling
+engine's :class:`~napari_diffir.engine.result.Result`. The widget wraps it in a napari
+``thread_worker`` (progress is handled in the main thread, layers are added there); tests and
+scripts can iterate it directly or call :func:`run_restoration`. Cancel is a ``threading.Event``: the engine checks it between sampling
 steps and tiles and raises :class:`~napari_diffir.RestorationCancelled`, so nothing is returned.
 
 ``NAPARI_DIFFIR_NOTHREADS=1`` makes the widget run jobs synchronously in the calling thread

@@ -83,7 +83,7 @@ def child(args) -> dict:
         assert out.shape[-1] == args.size * restorer.info.scale and np.isfinite(out).all()
     cpu = _cpu_seconds() - cpu0
     from napari_diffir.engine.device import resolve_device
-    from napari_diffir.engine.restore import auto_tile_size
+    from napari_diffir.engine.plan import auto_tile_size
 
     tile = auto_tile_size(restorer.info, resolve_device("auto"))
     return {
@@ -106,7 +106,7 @@ def _work_ratio(info, size: int, tile: int, mode: str) -> float:
     from napari_diffir.engine.tiling import make_tiles, padded_size
 
     m = info.multiple_of
-    if mode == "memory":  # as Run._tiled lays tiles over the padded plane
+    if mode == "memory":  # as engine.execute lays tiles over the padded plane
         p = padded_size(size, m, info.min_size)
         t = max(padded_size(info.min_size, m, 1), min(tile, p) // m * m)
         tiles = make_tiles(p, p, t, min(info.tile_overlap, t // 2), align=m)

@@ -42,14 +42,34 @@ def _parse_options(pairs: Sequence[str]) -> dict:
     return opts
 
 
+LABELS = {"tile_size": "--tile", "tile_overlap": "--overlap", "steps": "--steps", "seed": "--seed"}
+"""How the restore settings are named on the command line (in error messages)."""
+
+
+def _settings(args: argparse.Namespace):
+    """The restore settings of the flags given (the engine's defaults for the others)."""
+    from .engine.settings import from_text
+
+    flags = {
+        "axes": args.axes, "weights": args.weights, "tile_size": args.tile, "tile_overlap": args.overlap,
+        "device": args.device, "precision": args.precision, "steps": args.steps, "seed": args.seed,
+        "output_dtype": args.output_dtype, "options": _parse_options(args.option),
+    }
+    return from_text(labels=LABELS, **{k: v for k, v in flags.items() if v is not None})
+
+
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from .engine import restore
+    import dataclasses
+
     from .batch.stream import should_stream
+    from .engine.plan import plan
+    from .engine.run import run
     from .io.tiff import write_tiff_atomic
     from .samples import read_image
 
+    settings = _settings(args)
     if should_stream(args.input, args.output, chunk=args.chunk, scheduler=args.scheduler):
-        return _cmd_restore_streaming(args)
+        return _cmd_restore_streaming(args, settings)
 
     src, dst = os.path.abspath(args.input), os.path.abspath(args.output)
     if src == dst:
@@ -57,55 +77,36 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if os.path.exists(dst) and not args.overwrite:
         raise FileExistsError(f"Output {args.output!r} exists; pass --overwrite to replace it")
     image = read_image(args.input)
-    axes = args.axes or image.axes
-    tile = args.tile if args.tile in (None, "auto") else _tile_arg(args.tile)
+    settings = dataclasses.replace(settings, axes=(settings.axes or image.axes).upper())
     mask = read_image(args.mask).data if args.mask else None
     bar = _progress_bar(args.quiet)
     try:
-        out = restore(
-            image.data, args.restorer, axes=axes, weights=args.weights, tile_size=tile,
-            tile_overlap=args.overlap, device=args.device, precision=args.precision,
-            steps=args.steps, seed=args.seed, mask=mask, progress=bar.update if bar else None,
-            output_dtype=args.output_dtype, options=_parse_options(args.option),
-        )
+        result = run(plan(image.data, args.restorer, settings, mask=mask), progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
-    scale = out.shape[axes.upper().index("X")] // image.data.shape[axes.upper().index("X")]
-    pixel_size = {a: (v / scale if a in "XY" else v) for a, v in image.pixel_size.items()}
-    meta = {"restorer": args.restorer, "weights": args.weights, "steps": args.steps, "seed": args.seed}
-    write_tiff_atomic(args.output, out, axes.upper(), pixel_size, image.unit, overwrite=args.overwrite,
-                      metadata=meta)
+    out, s = result.data, result.scale
+    pixel_size = {a: (v / s if a in "XY" else v) for a, v in image.pixel_size.items()}
+    write_tiff_atomic(args.output, out, settings.axes, pixel_size, image.unit, overwrite=args.overwrite,
+                      metadata=result.provenance())
     if not args.quiet:
         print(f"wrote {args.output} {tuple(out.shape)} {out.dtype}", file=sys.stderr)
     return 0
 
 
-def _cmd_restore_streaming(args: argparse.Namespace) -> int:
+def _cmd_restore_streaming(args: argparse.Namespace, settings) -> int:
     """Zarr in or out, --chunk, --scheduler or a TIFF too big for memory: block by block."""
     from .batch.stream import restore_file
 
-    tile = args.tile if args.tile in (None, "auto") else _tile_arg(args.tile)
     result = restore_file(
-        args.input, args.output, args.restorer, weights=args.weights, options=_parse_options(args.option),
-        axes=args.axes, chunk=args.chunk, tile_size=tile, tile_overlap=args.overlap,
-        device=args.device, precision=args.precision, steps=args.steps, seed=args.seed,
-        output_dtype=args.output_dtype, scheduler=args.scheduler, workers=args.workers,
-        overwrite=args.overwrite, resume=not args.no_resume, progress=not args.quiet,
+        args.input, args.output, args.restorer, settings=settings, chunk=args.chunk,
+        scheduler=args.scheduler, workers=args.workers, overwrite=args.overwrite,
+        resume=not args.no_resume, progress=not args.quiet,
     )
     if not args.quiet:
         print(f"wrote {args.output} {result.shape} {result.dtype} ({result.axes}; "
               f"{result.chunks_computed} chunks computed, {result.chunks_resumed} resumed)", file=sys.stderr)
     return 0
-
-
-def _tile_arg(value: str):
-    if value.lower() in ("none", "off", "0"):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"--tile expects 'auto', 'none' or an integer, but got {value!r}") from None
 
 
 class _Bar:
@@ -145,6 +146,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.settings import PRECISIONS
+
     parser = argparse.ArgumentParser(prog="napari-diffir", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -158,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restorer", "-r", required=True, help="restorer name (see `napari-diffir list`)")
     p.add_argument("--weights", help="checkpoint file (official DiffIR/SRDiff or project-trained)")
     p.add_argument("--axes", help="axes of the input, e.g. ZYX (default: from the file)")
-    p.add_argument("--tile", default="auto", help="tile size in pixels, 'auto' or 'none'")
+    p.add_argument("--tile", help="tile size in pixels, 'auto' (default) or 'none'")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the restorer's)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), fp16 or bf16")
     p.add_argument("--steps", type=int, help="sampling steps for diffusion restorers")
     p.add_argument("--seed", type=int, help="random seed for stochastic restorers")
     p.add_argument("--mask", help="inpainting mask TIFF (Y, X), nonzero = pixels to fill")

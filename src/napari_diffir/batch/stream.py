@@ -11,10 +11,10 @@ renamed, so OUTPUT only ever appears complete.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -25,10 +25,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ..engine.axes import LOOP_AXES, Layout
-from ..engine.lazy import (
-    RestorerSpec, _client_device, cached_restorer, fit_normalizer_dask, plan_chunks, restore_dask,
-)
+from ..engine.check import check
+from ..engine.device import local_device
+from ..engine.lazy import fit_normalizer_dask
 from ..engine.normalize import Normalizer
+from ..engine.plan import Plan, build_restorer, plan, resolve_tile, round_halo
+from ..engine.result import Result
+from ..engine.run import run
+from ..engine.settings import DEFAULTS, RestoreSettings, from_text
 from ..restorer import Restorer
 from ..io.omezarr import create_ome_zarr, forget_output_array, ngff_order, open_output_array
 from ..io.source import is_tiff_path, is_zarr_path, open_image
@@ -89,93 +93,76 @@ def restore_file(
     output: str,
     restorer: "str | Restorer",
     *,
-    weights: Any = None,
-    options: dict | None = None,
-    axes: str | None = None,
+    settings: RestoreSettings = DEFAULTS,
     chunk: int | None = None,
-    tile_size: "int | str | None" = "auto",
-    tile_overlap: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    steps: int | None = None,
-    seed: int | None = None,
-    normalize: str = "percentile",
-    percentiles: tuple[float, float] = (1.0, 99.8),
-    output_dtype: Any = None,
     scheduler: str | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     resume: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    **values: Any,
 ) -> StreamResult:
     """Restore ``input`` into ``output`` block by block; see the module docstring.
 
+    :param settings: how to restore (a :class:`~napari_diffir.engine.settings.RestoreSettings`);
+        keywords of :func:`napari_diffir.restore` (``weights=``, ``seed=``, ...) replace its fields.
     :param chunk: Y/X side of a processing block in input pixels (default: the tile size minus
         twice the halo, so one block is one model call).
     :param scheduler: ``threads`` (default), ``processes``, ``synchronous``, ``local[:N]`` or a
         ``tcp://`` address (see :mod:`napari_diffir.batch.executors`).
     :param resume: continue an interrupted run with the same settings (default); ``False``
         discards it.
-    Other parameters are those of :func:`napari_diffir.restore`.
     """
     from .executors import open_scheduler
 
     say = log or (lambda msg: print(msg, file=sys.stderr) if progress else None)
     started = time.perf_counter()
-    plan = _plan(input, output, restorer, weights, options, axes, chunk, tile_size, tile_overlap,
-                 device, precision, steps, normalize, percentiles, output_dtype, overwrite)
-    manifest = _resumable(plan, seed, resume, overwrite, say)
+    settings = from_text(settings, **values)
+    job = _plan(input, output, restorer, settings, chunk, overwrite)
+    manifest = _resumable(job, settings.seed, resume, overwrite, say)
     with open_scheduler(scheduler, workers=workers) as sched:  # connect before writing anything
         if manifest is None:
-            manifest = _start(plan, seed)
+            manifest = _start(job)
         else:
-            say(f"resuming {os.path.basename(plan.partial)}: {manifest.finished} of "
+            say(f"resuming {os.path.basename(job.partial)}: {manifest.finished} of "
                 f"{manifest.total} chunks already done")
         state = manifest.state
-        out = restore_dask(
-            plan.x, plan.restorer_arg, axes=plan.layout.axes, weights=plan.weights_arg,
-            options=plan.options_arg, tile_size=plan.tile, tile_overlap=plan.halo, device=device,
-            precision=precision, steps=steps, seed=state["seed"], normalize=normalize,
-            percentiles=percentiles, output_dtype=plan.out_dtype,
+        engine = dataclasses.replace(
+            job.engine, seed=state["seed"],
             normalizer=Normalizer(np.asarray(state["lo"], float), np.asarray(state["hi"], float)),
         )
+        result = run(engine)
+        out = result.data
         if out.numblocks != manifest.grid:
             raise RuntimeError(f"block grid {out.numblocks} differs from the manifest's {manifest.grid}")
-        tasks = _write_tasks(out, manifest, plan.partial, plan.perm)
+        tasks = _write_tasks(out, manifest, job.partial, job.perm)
         resumed = manifest.finished
         try:
-            _run(tasks, manifest, sched, progress, plan.name)
+            _run(tasks, manifest, sched, progress, job.name)
         except (KeyboardInterrupt, Exception):
             if manifest.finished > resumed or resumed:
                 say(f"stopped: {manifest.finished} of {manifest.total} chunks are kept in "
-                    f"{plan.partial}; rerun the same command to resume")
+                    f"{job.partial}; rerun the same command to resume")
             raise
-    forget_output_array(plan.partial)
-    _finish(plan, state)
+    forget_output_array(job.partial)
+    seconds = time.perf_counter() - started
+    _finish(job, state, dataclasses.replace(result, seconds=seconds))
     return StreamResult(
-        output=plan.dst, shape=plan.out_shape, dtype=str(plan.out_dtype), axes=plan.out_axes,
+        output=job.dst, shape=job.out_shape, dtype=str(engine.result_dtype), axes=job.out_axes,
         chunks_total=manifest.total, chunks_computed=len(tasks), chunks_resumed=resumed,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
     )
 
 
 @dataclass
-class _Plan:
+class _StreamPlan:
     """Everything decided before any block runs (and checked again on resume)."""
 
     source: Any
-    layout: Layout
-    x: Any
-    """The input, rechunked to the processing blocks."""
+    engine: Plan
+    """The engine's plan of the input, rechunked to the processing blocks."""
     name: str
-    restorer_arg: Any
-    weights_arg: Any
-    options_arg: Any
-    scale: int
-    tile: Any
-    halo: int
-    out_dtype: np.dtype
     out_axes: str
     perm: list
     out_shape: tuple
@@ -184,13 +171,9 @@ class _Plan:
     partial: str
     manifest_path: str
     signature: dict
-    meta: dict
 
 
-def _plan(input, output, restorer, weights, options, axes, chunk, tile_size, tile_overlap, device,
-          precision, steps, normalize, percentiles, output_dtype, overwrite) -> _Plan:
-    from ..engine.restore import _channel_groups, _tile_size
-
+def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) -> _StreamPlan:
     src, dst = os.path.abspath(str(input)).rstrip("/\\"), os.path.abspath(str(output)).rstrip("/\\")
     if src == dst:
         raise ValueError("OUTPUT is the same as INPUT; napari-diffir never overwrites its input")
@@ -199,71 +182,65 @@ def _plan(input, output, restorer, weights, options, axes, chunk, tile_size, til
         raise FileExistsError(f"Output {output!r} exists; pass --overwrite to replace it")
     if not os.path.isdir(os.path.dirname(dst)):
         raise FileNotFoundError(f"Output folder {os.path.dirname(dst)!r} does not exist")
-    source = open_image(src, axes)
+    source = open_image(src, settings.axes)
     ax = source.axes
     layout = Layout(ax, tuple(int(n) for n in source.data.shape))
     if kind == "tiff" and "S" in ax:
         raise ValueError("TIFF cannot store the S (samples) axis; write an OME-Zarr output instead")
+    settings = dataclasses.replace(settings, axes=ax)
 
-    if isinstance(restorer, Restorer):  # an instance travels in the graph (pickled per process)
-        instance, name, who = restorer, restorer.info.name, type(restorer).__qualname__
-        restorer_arg, weights_arg, options_arg = restorer, None, None
-    else:  # a name: each worker process builds and caches its own model
-        instance = cached_restorer(RestorerSpec.of(restorer, weights, options), device)
-        name, who = str(restorer), None
-        restorer_arg, weights_arg, options_arg = name, weights, options
-    info = instance.info
-    s, m = info.scale, info.multiple_of
-    halo = -(-(info.tile_overlap if tile_overlap is None else int(tile_overlap)) // m) * m
-    tile = _tile_size(tile_size, info, *layout.yx, _client_device(device))
+    # the blocks are sized from the tile and the halo, so those are decided first (and checked:
+    # a block size is never computed from a setting the plan would refuse)
+    info = build_restorer(restorer, settings, lazy=True)[0].info
+    problems = check(info, layout.shape, source.data.dtype, settings)
+    if problems:
+        raise ValueError(str(problems[0]))
+    tile = resolve_tile(settings.tile_size, info, layout.yx, local_device(settings.device))
+    m = info.multiple_of
+    halo = round_halo(info.tile_overlap if settings.tile_overlap is None else settings.tile_overlap, m)
     # tile_size=None (no tiling) still streams: blocks of at most 1024 pixels, each restored whole
-    chunk = _chunk_size(chunk, min(tile, 1024) if tile_size is None else tile, halo, m)
+    chunk = _chunk_size(chunk, min(tile, 1024) if settings.tile_size is None else tile, halo, m)
     x = source.data.rechunk({i: 1 if a in LOOP_AXES else chunk if a in "YX" else -1 for i, a in enumerate(ax)})
-    x = x.rechunk(plan_chunks(x.chunks, layout, halo, name, multiple=m))
-    out_dtype = np.dtype(np.float32) if output_dtype is None else (
-        np.dtype(x.dtype) if output_dtype == "input" else np.dtype(output_dtype))
+    engine = plan(x, restorer, dataclasses.replace(settings, tile_size=tile, tile_overlap=halo))
+
+    name = info.name if isinstance(restorer, Restorer) else str(restorer)
+    who = type(restorer).__qualname__ if isinstance(restorer, Restorer) else None
     out_axes, perm = ngff_order(ax)
-    full_shape = layout.output_shape(_channel_groups(layout, info)[1], s)
+    full_shape = layout.output_shape(engine.channels.out_channels, info.scale)
     signature = {
         "input": src, "input_identity": _identity(src), "input_shape": list(layout.shape),
         "input_dtype": str(x.dtype), "axes": ax, "restorer": name, "restorer_class": who,
-        "weights": _weights_identity(weights), "options": sorted((options or {}).items()),
-        "scale": s, "chunks": [list(c) for c in x.chunks], "halo": halo, "tile_size": tile,
-        "steps": steps, "precision": precision, "normalize": normalize,
-        "percentiles": list(percentiles), "output_dtype": str(out_dtype), "format": kind,
+        "weights": _weights_identity(settings.weights), "options": sorted((settings.options or {}).items()),
+        "scale": info.scale, "chunks": [list(c) for c in engine.data.chunks], "halo": engine.halo,
+        "tile_size": engine.tile, "steps": settings.steps, "precision": settings.precision,
+        "normalize": settings.normalize, "percentiles": list(settings.percentiles),
+        "output_dtype": str(engine.result_dtype), "format": kind,
     }
-    meta = {"restorer": name, "weights": None if weights is None else str(weights),
-            "options": dict(options or {}), "steps": steps, "scale": s, "input": src, "axes": ax}
     partial = dst + ".partial"
-    return _Plan(
-        source=source, layout=layout, x=x, name=name, restorer_arg=restorer_arg,
-        weights_arg=weights_arg, options_arg=options_arg, scale=s, tile=tile, halo=halo,
-        out_dtype=out_dtype, out_axes=out_axes, perm=perm,
+    return _StreamPlan(
+        source=source, engine=engine, name=name, out_axes=out_axes, perm=perm,
         out_shape=tuple(full_shape[p] for p in perm), kind=kind, dst=dst, partial=partial,
-        manifest_path=os.path.join(partial, MANIFEST_NAME), signature=signature, meta=meta,
+        manifest_path=os.path.join(partial, MANIFEST_NAME), signature=signature,
     )
 
 
-def _start(plan: _Plan, seed) -> Manifest:
+def _start(job: _StreamPlan) -> Manifest:
     """Fit the normaliser, create the empty output in the partial folder, then the manifest."""
-    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
-    norm = fit_normalizer_dask(plan.x, plan.layout, plan.signature["normalize"],
-                               tuple(plan.signature["percentiles"]))
-    shutil.rmtree(plan.partial, ignore_errors=True)
-    os.makedirs(plan.partial)
-    s = plan.scale
-    pixel_size, units, origin = _output_geometry(plan.source, s)
-    meta = {**plan.meta, "seed": seed}
+    engine = job.engine
+    norm = fit_normalizer_dask(engine.data, engine.layout, engine.settings.normalize, engine.settings.percentiles)
+    shutil.rmtree(job.partial, ignore_errors=True)
+    os.makedirs(job.partial)
+    s = engine.info.scale
+    pixel_size, units, origin = _output_geometry(job.source, s)
     create_ome_zarr(
-        plan.partial, plan.out_shape, plan.out_dtype,
-        _store_chunks(plan.x.chunks, plan.layout.axes, plan.perm, s, plan.out_shape),
-        plan.out_axes, pixel_size, units, origin, attrs={"napari_diffir": meta},
-        name=os.path.basename(plan.dst),
+        job.partial, job.out_shape, engine.result_dtype,
+        _store_chunks(engine.data.chunks, engine.layout.axes, job.perm, s, job.out_shape),
+        job.out_axes, pixel_size, units, origin, name=os.path.basename(job.dst),
     )
-    known = {a: v / s if a in "YX" else v for a, v in plan.source.pixel_size.items()}
-    state = {"seed": seed, "lo": norm.lo.tolist(), "hi": norm.hi.tolist(), "meta": meta,
+    known = {a: v / s if a in "YX" else v for a, v in job.source.pixel_size.items()}
+    state = {"seed": engine.seed, "lo": norm.lo.tolist(), "hi": norm.hi.tolist(),
              "pixel_size": known, "units": units}
-    manifest = Manifest(plan.manifest_path, tuple(len(c) for c in plan.x.chunks), plan.signature, state)
+    manifest = Manifest(job.manifest_path, tuple(len(c) for c in engine.data.chunks), job.signature, state)
     manifest.save()  # written last: a partial folder without it is never trusted
     return manifest
 
@@ -298,19 +275,19 @@ def _weights_identity(weights: Any):
     return [os.path.abspath(w), *_identity(w)] if os.path.isfile(w) else w
 
 
-def _resumable(plan: _Plan, seed, resume: bool, overwrite: bool, say) -> Manifest | None:
+def _resumable(job: _StreamPlan, seed, resume: bool, overwrite: bool, say) -> Manifest | None:
     """The manifest of an interrupted run to continue, or None to start afresh."""
-    partial = plan.partial
+    partial = job.partial
     if not os.path.exists(partial):
         return None
-    old = Manifest.load(plan.manifest_path)
+    old = Manifest.load(job.manifest_path)
     if old is None:
         say(f"discarding {partial}: no readable progress manifest, nothing in it can be trusted")
         return None
     if not resume or overwrite:
         say(f"discarding the unfinished run in {partial}")
         return None
-    changes = differences(old.signature, plan.signature)
+    changes = differences(old.signature, job.signature)
     if seed is not None and old.state.get("seed") != seed:
         changes.append(f"seed: {old.state.get('seed')!r} -> {seed!r}")
     if changes:
@@ -394,28 +371,30 @@ def _run(tasks, manifest: Manifest, sched, progress, name) -> None:
         bar.close()
 
 
-def _finish(plan: _Plan, state: dict) -> None:
-    """Publish the finished result at ``dst`` in one rename; drop the partial folder."""
-    os.remove(plan.manifest_path)
-    if plan.kind == "zarr":
-        _replace_dir(plan.partial, plan.dst)
-        return
+def _finish(job: _StreamPlan, state: dict, result: Result) -> None:
+    """Record the provenance, publish the result at ``dst`` in one rename, drop the partial folder."""
     import zarr
 
+    os.remove(job.manifest_path)
+    meta = {**result.provenance(), "input": job.signature["input"], "axes": job.signature["axes"]}
+    if job.kind == "zarr":
+        zarr.open_group(job.partial, mode="r+").attrs["napari_diffir"] = meta
+        _replace_dir(job.partial, job.dst)
+        return
     from ..io.tiff import write_tiff_from_zarr
 
-    arr = zarr.open_array(os.path.join(plan.partial, "0"), mode="r")
-    fd, tmp = tempfile.mkstemp(prefix=".napari-diffir-", suffix=".ome.tif", dir=os.path.dirname(plan.dst))
+    arr = zarr.open_array(os.path.join(job.partial, "0"), mode="r")
+    fd, tmp = tempfile.mkstemp(prefix=".napari-diffir-", suffix=".ome.tif", dir=os.path.dirname(job.dst))
     os.close(fd)
     try:
-        write_tiff_from_zarr(tmp, arr, plan.out_axes, state.get("pixel_size", {}),
-                             state.get("units", {}), description=json.dumps(state.get("meta", {})))
-        os.replace(tmp, plan.dst)
+        write_tiff_from_zarr(tmp, arr, job.out_axes, state.get("pixel_size", {}),
+                             state.get("units", {}), description=json.dumps(meta))
+        os.replace(tmp, job.dst)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    shutil.rmtree(plan.partial, ignore_errors=True)
+    shutil.rmtree(job.partial, ignore_errors=True)
 
 
 def _replace_dir(new: str, dst: str) -> None:

@@ -1,5 +1,5 @@
 """The engine: everything that is the same for every model (axes, dtype, tiling, device, progress)."""
 
-from .api import restore
+from .restore import restore
 
 __all__ = ["restore"]

@@ -43,6 +43,11 @@ def validate_axes(axes: str, shape: tuple[int, ...]) -> str:
     return ax
 
 
+def axes_for(shape: tuple[int, ...], axes: str | None = None, rgb: bool | None = None) -> str:
+    """``axes`` checked against ``shape``, or the default axes when none are given."""
+    return validate_axes(axes, shape) if axes is not None else default_axes(shape, rgb)
+
+
 @dataclass(frozen=True)
 class Layout:
     """How an array with ``axes`` maps to the engine's (N, C, Y, X) working layout."""

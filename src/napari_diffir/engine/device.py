@@ -8,7 +8,7 @@ import shutil
 
 import torch
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+from .check import precision_problem
 
 
 def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
@@ -32,6 +32,24 @@ def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device {device!r} requested but MPS is not available")
     return dev
+
+
+def check_device_name(device: "str | torch.device") -> None:
+    """Check the spelling only: a dask worker checks availability itself (its GPUs may differ)."""
+    if isinstance(device, torch.device) or str(device).strip().lower() == "auto":
+        return
+    try:
+        torch.device(str(device).strip().lower())
+    except RuntimeError:
+        raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+
+
+def local_device(device: "str | torch.device") -> torch.device:
+    """The device ``auto`` tiles are sized for here: ``device`` if usable here, else the CPU."""
+    try:
+        return resolve_device(device)
+    except ValueError:
+        return torch.device("cpu")
 
 
 def describe_devices() -> str:
@@ -58,13 +76,12 @@ def _nvidia_gpu_present() -> bool:
 
 def autocast(device: torch.device, precision: str):
     """Autocast context for ``precision`` (fp32 means none)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, but got {precision!r}")
+    problem = precision_problem(precision, device.type)
+    if problem is not None:
+        raise ValueError(str(problem))
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError("precision 'fp16' is not supported on the CPU; use 'bf16' or 'fp32'")
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

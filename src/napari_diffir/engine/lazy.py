@@ -1,6 +1,7 @@
 """Restoration of dask arrays: one lazy graph of blocks with halos, each restored by the engine.
 
-``restore(dask_array, ...)`` lands here. The whole array is never loaded: every Y/X chunk is
+``restore(dask_array, ...)`` plans as for any array, then :func:`graph` builds the dask graph of
+the plan. The whole array is never loaded: every Y/X chunk is
 restored on its own together with a halo of ``tile_overlap`` pixels taken from its neighbours
 (``map_overlap`` for same-size restorers; ``overlap`` + ``map_blocks`` with chunks scaled by the
 restorer's factor + ``trim_internal`` for super-resolution). At the image border no halo is
@@ -17,21 +18,28 @@ cache, so a model is loaded once per worker process, not once per chunk.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
-import random
 import threading
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..restorer import Restorer
-from .axes import LOOP_AXES, Layout, default_axes, validate_axes
+from .axes import LOOP_AXES, Layout
+from .check import check_finite
+from .device import resolve_device
+from .execute import execute
+from .mask import work_mask
 from .normalize import Normalizer, _subsample, fit_normalizer
+from .resolve import RestorerSpec
 
-__all__ = ["restore_dask", "block_stats", "reset_block_stats", "cached_restorer", "plan_chunks"]
+if TYPE_CHECKING:
+    from .plan import Plan
+
+__all__ = ["block_stats", "cached_restorer", "graph", "plan_chunks", "reset_block_stats"]
 
 MIN_BLOCK = 4
 """Smallest block side the engine accepts (a chunk must also be at least the halo)."""
@@ -43,20 +51,6 @@ _SAMPLE_LIMIT = inspect.signature(_subsample).parameters["limit"].default
 # Per-process model cache and block statistics
 
 
-@dataclass(frozen=True)
-class RestorerSpec:
-    """What a worker needs to rebuild a registered restorer: small, picklable, hashable."""
-
-    name: str
-    weights: str | None
-    options: tuple[tuple[str, Any], ...]
-
-    @classmethod
-    def of(cls, name: str, weights: Any, options: dict | None) -> "RestorerSpec":
-        opts = tuple(sorted((str(k), v) for k, v in (options or {}).items()))
-        return cls(name, None if weights is None else str(weights), opts)
-
-
 _cache: dict[tuple, Restorer] = {}
 _cache_lock = threading.Lock()
 _stats_lock = threading.Lock()
@@ -65,12 +59,10 @@ _stats: dict[str, Any] = {}
 
 def cached_restorer(spec: RestorerSpec, device: str = "auto") -> Restorer:
     """The restorer for ``spec`` in this process, built (and its weights read) only once."""
-    from .restore import resolve_restorer
-
     key = (spec.name, spec.weights, spec.options, str(device))
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = resolve_restorer(spec.name, spec.weights, dict(spec.options))
+            _cache[key] = spec.build()
             _record("models_loaded", 1)
         return _cache[key]
 
@@ -111,114 +103,47 @@ def reset_block_stats() -> None:
 # The graph
 
 
-def restore_dask(
-    data: Any,
-    restorer: "str | Restorer",
-    *,
-    axes: str | None = None,
-    weights: Any = None,
-    tile_size: "int | str | None" = "auto",
-    tile_overlap: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    steps: int | None = None,
-    seed: int | None = None,
-    mask: Any = None,
-    normalize: str = "percentile",
-    percentiles: tuple[float, float] = (1.0, 99.8),
-    output_dtype: Any = None,
-    rgb: bool | None = None,
-    options: dict | None = None,
-    normalizer: Normalizer | None = None,
-):
-    """Lazy restoration of the dask array ``data``; returns a dask array (nothing is computed
-    except the normalisation percentiles, read from a bounded strided sample).
+def graph(plan: "Plan"):
+    """The lazy result of a dask :class:`~.plan.Plan` (nothing is computed except the
+    normalisation percentiles, read from a bounded strided sample, when the plan has none).
 
-    Arguments are those of :func:`napari_diffir.restore`. Y/X chunks are the processing blocks
-    (each is restored with a halo of ``tile_overlap`` pixels and split further into
-    ``tile_size`` tiles if larger); rechunk first to choose them. The C axis is merged into one
-    chunk because restorers map channels together. ``normalizer`` skips the percentile pass
-    (a resumed run reuses the one it fitted before).
+    Y/X chunks of ``plan.data`` are the processing blocks: each is restored with a halo of
+    ``plan.halo`` pixels and split further into ``plan.tile`` tiles if larger.
     """
     import dask.array as da
 
-    from .restore import _channel_groups, _tile_size
-
-    x = data
-    if x.size == 0:
-        raise ValueError(f"The image is empty (shape {x.shape})")
-    if x.dtype == bool or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"Expected a numeric image, but got dtype {x.dtype}")
-    if np.issubdtype(x.dtype, np.complexfloating):
-        raise ValueError("Complex images are not supported; pass the magnitude or real part")
-    ax = validate_axes(axes, x.shape) if axes is not None else default_axes(x.shape, rgb)
-    layout = Layout(ax, tuple(int(n) for n in x.shape))
-
-    if isinstance(restorer, Restorer):
-        if weights is not None or options:
-            raise ValueError("weights= and options= apply to a restorer name, not to a Restorer instance")
-        spec, instance = None, restorer
-    elif isinstance(restorer, str):
-        spec = RestorerSpec.of(restorer, weights, options)
-        instance = cached_restorer(spec, device)  # validates name/options/weights now, not in a worker
-    else:
-        raise ValueError(f"restorer must be a registered name or a Restorer, but got {type(restorer).__name__}")
-    info = instance.info
-    _check_device_name(device, precision)
-    if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, but got {steps!r}")
-    _groups, out_channels, _ = _channel_groups(layout, info)
-    # one tile size for every block ("auto" resolved here: workers' free memory differs)
-    tile_size = _tile_size(tile_size, info, *layout.yx, _client_device(device))
-    halo = info.tile_overlap if tile_overlap is None else int(tile_overlap)
-    if halo < 0:
-        raise ValueError(f"tile_overlap must be >= 0, but got {tile_overlap!r}")
-    m = info.multiple_of
-    halo = -(-halo // m) * m  # blocks then start on the model's pixel grid, as tiles do
-    if output_dtype == "input":
-        out_dtype = np.dtype(x.dtype)
-    elif output_dtype is not None:
-        out_dtype = np.dtype(output_dtype)
-    else:
-        out_dtype = None
-    if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
-
-    x = x.rechunk(plan_chunks(x.chunks, layout, halo, info.name, multiple=m))
-    norm = normalizer or fit_normalizer_dask(x, layout, normalize, percentiles)
-    mask_full = _mask_like(mask, x, layout, info) if (mask is not None or info.needs_mask) else None
-
-    s = info.scale
-    fn = _BlockRestorer(
-        spec=spec, instance=instance if spec is None else None, axes=ax,
-        chunks=tuple(x.chunks), halo=halo, image_yx=layout.yx, loop_shape=layout.loop_shape,
-        tile_size=tile_size, tile_overlap=tile_overlap, device=device, precision=precision,
-        steps=steps, seed=int(seed), normalizer=norm, output_dtype=out_dtype,
-    )
-    dtype = out_dtype or np.dtype(np.float32)
+    x, layout, s = plan.data, plan.layout, plan.info.scale
+    norm = plan.normalizer
+    if norm is None:
+        norm = fit_normalizer_dask(x, layout, plan.settings.normalize, plan.settings.percentiles)
+    template = dataclasses.replace(
+        plan, data=None, mask=None, normalizer=norm, restorer=plan.restorer if plan.spec is None else None)
+    fn = _BlockTask(template, tuple(x.chunks))
+    dtype = plan.result_dtype
+    ax = layout.axes
     yi, xi = ax.index("Y"), ax.index("X")
+    halo = plan.halo
     depth = {yi: halo, xi: halo}
-    arrays = [x] if mask_full is None else [x, mask_full]
+    mask = plan.mask
+    arrays = [x] if mask is None else [x, mask]
     meta = np.empty((0,) * x.ndim, dtype)
-    same_channels = "C" not in ax or out_channels == layout.channels
-    if s == 1 and same_channels:
+    out_channels = plan.channels.out_channels
+    name = f"napari-diffir-{fn.token(x, mask)}"
+    if s == 1 and ("C" not in ax or out_channels == layout.channels):
         return da.map_overlap(
             fn, *arrays, depth=depth, boundary="none", trim=True, dtype=dtype, meta=meta,
-            allow_rechunk=False, name=f"napari-diffir-{fn.token(x, mask_full)}",
+            allow_rechunk=False, name=name,
         )
     expanded = [da.overlap.overlap(a, depth=depth, boundary="none", allow_rechunk=False) for a in arrays]
     out_chunks = []
-    for i, (a, chunks) in enumerate(zip(ax, expanded[0].chunks)):
+    for a, chunks in zip(ax, expanded[0].chunks):
         if a in "YX":
             out_chunks.append(tuple(c * s for c in chunks))
         elif a == "C":
             out_chunks.append((out_channels,))
         else:
             out_chunks.append(chunks)
-    y = da.map_blocks(
-        fn, *expanded, chunks=tuple(out_chunks), dtype=dtype, meta=meta,
-        name=f"napari-diffir-{fn.token(x, mask_full)}",
-    )
+    y = da.map_blocks(fn, *expanded, chunks=tuple(out_chunks), dtype=dtype, meta=meta, name=name)
     return da.overlap.trim_internal(y, {yi: halo * s, xi: halo * s}, boundary="none")
 
 
@@ -262,111 +187,58 @@ def _fmt_chunks(c: tuple[int, ...]) -> str:
     return ", ".join(map(str, c)) if len(c) <= 6 else f"{c[0]}, {c[1]}, ..., {c[-1]}"
 
 
-def _check_device_name(device: Any, precision: str) -> None:
-    """Check spelling here; availability is checked by each worker (its GPUs may differ)."""
-    import torch
-
-    from .device import PRECISIONS
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, but got {precision!r}")
-    if isinstance(device, torch.device) or str(device).strip().lower() == "auto":
-        return
-    try:
-        torch.device(str(device).strip().lower())
-    except RuntimeError:
-        raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-
-
-def _client_device(device: Any):
-    """The device ``auto`` tile sizes are computed for: ``device`` if usable here, else CPU."""
-    import torch
-
-    from .device import resolve_device
-
-    try:
-        return resolve_device(device)
-    except ValueError:
-        return torch.device("cpu")
-
-
-def _mask_like(mask: Any, x, layout: Layout, info):
-    """The mask as a uint8 dask array with ``x``'s shape and chunks except a single C entry."""
-    import dask.array as da
-
-    if mask is None:
-        raise ValueError(f"Restorer {info.name!r} needs a mask (1 = pixels to fill); pass mask=")
-    m = mask if type(mask).__module__.startswith("dask.") else da.from_array(np.asarray(mask), chunks=-1)
-    h, w = layout.yx
-    no_c = tuple(n for a, n in zip(layout.axes, layout.shape) if a != "C")
-    if tuple(m.shape) == (h, w):
-        shape = tuple(n if a in "YX" else 1 for a, n in zip(layout.axes, layout.shape))
-        m = m.reshape(shape)
-    elif tuple(m.shape) == no_c:
-        if "C" in layout.axes:
-            m = da.expand_dims(m, layout.axes.index("C"))
-    else:
-        raise ValueError(
-            f"mask has shape {tuple(m.shape)}, but expected {(h, w)} (Y, X) or {no_c} (the image without C)"
-        )
-    target = tuple(1 if a == "C" else n for a, n in zip(layout.axes, layout.shape))
-    chunks = tuple((1,) if a == "C" else c for a, c in zip(layout.axes, x.chunks))
-    return da.broadcast_to((m > 0).astype(np.uint8), target).rechunk(chunks)
-
-
-class _BlockRestorer:
+class _BlockTask:
     """The task run on every block: place it in the image, restore it with the engine."""
 
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
+    def __init__(self, plan: "Plan", chunks: tuple) -> None:
+        self.plan = plan
+        """The whole image's plan, without its data (and without a named restorer's instance)."""
+        self.chunks = chunks
 
     def token(self, x, mask) -> str:
         from dask.base import tokenize
 
         # a named restorer is fully described by its spec; an instance's state can change
         # between calls, so its graphs are never shared (no stale results from dask caches)
-        who = self.spec if self.spec is not None else ("instance", uuid.uuid4().hex)
-        params = {k: v for k, v in self.__dict__.items() if k not in ("spec", "instance")}
-        return tokenize(x.name, None if mask is None else mask.name, who, repr(sorted(params.items(), key=str)))
+        p = self.plan
+        who = p.spec if p.spec is not None else ("instance", uuid.uuid4().hex)
+        params = repr(dataclasses.replace(p, restorer=None, spec=None))
+        return tokenize(x.name, None if mask is None else mask.name, who, params, self.chunks)
 
     def __call__(self, block: np.ndarray, mask: np.ndarray | None = None, block_id=None) -> np.ndarray:
-        from .restore import prepare
-
         _record_block(block.shape)
-        restorer = self.instance if self.spec is None else cached_restorer(self.spec, self.device)
+        p = self.plan
+        check_finite(block)
+        restorer = p.restorer if p.spec is None else cached_restorer(p.spec, p.device)
         offsets = self._offsets(block_id)
-        ax = self.axes
-        origin = (offsets[ax.index("Y")], offsets[ax.index("X")])
-        block_mask = None
+        ax = p.layout.axes
+        layout = Layout(ax, tuple(int(n) for n in block.shape))
         if mask is not None:
-            block_mask = mask[(slice(None),) * ax.index("C") + (0,)] if "C" in ax else mask
-        run = prepare(
-            block, restorer, axes=ax, tile_size=self.tile_size, tile_overlap=self.tile_overlap,
-            device=self.device, precision=self.precision, steps=self.steps, seed=self.seed,
-            mask=block_mask, normalizer=self.normalizer, output_dtype=self.output_dtype,
-            origin_offset=origin, plane_ids=self._plane_ids(block.shape, offsets),
-            image_yx=self.image_yx,
-        )
-        return run.execute()
+            mask = work_mask(mask[(slice(None),) * ax.index("C") + (0,)] if "C" in ax else mask, layout)
+        return execute(dataclasses.replace(
+            p, data=block, layout=layout, restorer=restorer, device=resolve_device(p.device), mask=mask,
+            origin=(offsets[ax.index("Y")], offsets[ax.index("X")]),
+            plane_ids=self._plane_ids(block.shape, offsets), image_yx=p.layout.yx,
+        ))
 
     def _offsets(self, block_id) -> list[int]:
         """Global start of this (halo-extended) block along every axis."""
         offsets = []
-        for a, chunks, i in zip(self.axes, self.chunks, block_id):
+        for a, chunks, i in zip(self.plan.layout.axes, self.chunks, block_id):
             start = int(sum(chunks[:i]))
             if a in "YX" and i > 0:
-                start -= self.halo
+                start -= self.plan.halo
             offsets.append(start)
         return offsets
 
-    def _plane_ids(self, shape, offsets) -> list[int]:
+    def _plane_ids(self, shape, offsets) -> tuple[int, ...]:
         """Global plane number (as in the in-memory run) of each plane of the block."""
-        loops = [i for i, a in enumerate(self.axes) if a in LOOP_AXES]
+        loops = [i for i, a in enumerate(self.plan.layout.axes) if a in LOOP_AXES]
         if not loops:
-            return [0]
+            return (0,)
         local = np.indices([shape[i] for i in loops]).reshape(len(loops), -1)
         glob = local + np.array([offsets[i] for i in loops])[:, None]
-        return np.ravel_multi_index(tuple(glob), self.loop_shape).tolist()
+        return tuple(np.ravel_multi_index(tuple(glob), self.plan.layout.loop_shape).tolist())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,130 +1,57 @@
 """The Restore dock widget: pick an image, a restorer and its weights, run it in the background.
 
 A magicgui ``Container`` (so scripts and tests can set every field and call :meth:`RestoreWidget.run`).
-The widget only collects settings into a :class:`~._worker.Job`; the work happens in
-:func:`~._worker.iter_restoration` inside a napari ``thread_worker``, whose signals drive the
-progress bar (``yielded``), add the output layer (``returned``, main thread), report errors
-(``errored``) and reset the UI (``finished``). Cancel sets an event the engine checks between
-sampling steps; a cancelled run adds no layer.
+The form parses its fields with the engine's ``from_text`` and disables Run with the engine's
+``check()``; it only collects the settings into a :class:`~._worker.Job`. The work happens in
+:func:`~._worker.iter_restoration` inside a napari ``thread_worker`` run by :class:`~._runner.Runner`:
+progress drives the bar, the returned result becomes a new layer (main thread), errors are
+reported, and the UI resets when the run finishes. Cancel sets an event the engine checks
+between sampling steps; a cancelled run adds no layer.
+
+The pieces: ``_catalogue`` (restorer menu, weights choices; no Qt), ``_weights`` (the weights
+field), ``_options`` (one widget per restorer option), ``_device`` (device list and indicator),
+``_inputs`` (layers to arrays, axes and masks), ``_runner`` (threads, cancel, the Future).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    Label,
-    LineEdit,
-    ProgressBar,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton
 
-from ..engine.axes import LOOP_AXES, validate_axes
-from ..restorer import RestorationCancelled, RestorerInfo
+from ..engine.check import check
+from ..engine.settings import DEFAULTS, RestoreSettings, SettingsError, from_text
+from ..restorer import RestorerInfo
+from ._catalogue import (
+    HEADER,
+    LOAD,
+    describe,
+    restorer_choices,
+    takes_weights,
+    weights_problem,
+)
+from ._device import device_choices, device_indicator
+from ._inputs import checked_axes, layer_data, loop_axes, mask_array, mask_shape, rgb_problem
 from ._layers import SourceLayer, output_layer, plane_selection, suggest_axes
-from ._worker import Job, Outcome, Progress, friendly_error, iter_restoration, run_restoration, threads_disabled
+from ._options import option_value, option_widget
+from ._runner import Runner, process_events_until
+from ._weights import ERROR_STYLE, WeightsPicker
+from ._worker import Job, Progress, friendly_error
 
 if TYPE_CHECKING:
     import napari
 
+    from ..engine.result import Result
+
 __all__ = ["RestoreWidget"]
 
-LOAD = "__load_checkpoint__"
-HEADER = "__header__:"
-TASK_ORDER = ("denoise", "deblur", "super-resolution", "inpaint")
-BUILTIN = "napari-diffir (built-in)"
-INT_LIMIT = 2**31 - 1
-ERROR_STYLE = "color: #e0685f;"
 OK_STYLE = ""
-
-
-@dataclass(frozen=True)
-class _Checkpoint:
-    """A checkpoint file the user loaded: which restorer runs it and what was detected."""
-
-    restorer: str
-    label: str
-    summary: str
-    path: str
-    detected: str = ""
-
-
-def _task_title(task: str) -> str:
-    return {"super-resolution": "Super-resolution"}.get(task, task[:1].upper() + task[1:])
-
-
-def bundled_weights(info: RestorerInfo) -> str | None:
-    """The weights a restorer ships with (bundled models), or None."""
-    if info.weights is not None:
-        return str(info.weights)
-    return info.bundled_weights
-
-
-def takes_weights(info: RestorerInfo) -> bool:
-    """Whether a restorer takes ``weights=`` (DiffIR, SRDiff, plugins that declare it)."""
-    return info.weights_policy != "none"
-
-
-def _is_bundled(info: RestorerInfo) -> bool:
-    return info.source == BUILTIN and bundled_weights(info) is not None
-
-
-def restorer_choices(infos: list[RestorerInfo]) -> list[tuple[str, str]]:
-    """Combo-box entries: bundled models first, then one group per task; headers are disabled."""
-    groups: dict[str, list[RestorerInfo]] = {}
-    for info in infos:
-        key = "Bundled models" if _is_bundled(info) else _task_title(info.task)
-        groups.setdefault(key, []).append(info)
-    order = ["Bundled models"] + [_task_title(t) for t in TASK_ORDER]
-    keys = [k for k in order if k in groups] + sorted(k for k in groups if k not in order)
-    choices: list[tuple[str, str]] = []
-    for key in keys:
-        choices.append((f"— {key} —", HEADER + key))
-        members = sorted(groups[key], key=lambda i: (i.source != BUILTIN, i.display_name.lower()))
-        for info in members:
-            label = info.display_name
-            if info.source and info.source != BUILTIN:
-                label += f"  [{info.source}]"
-            choices.append((f"  {label}", info.name))
-    return choices
-
-
-def device_choices() -> list[str]:
-    import torch
-
-    choices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        choices.append("mps")
-    return choices
-
-
-def device_indicator() -> tuple[str, str]:
-    """(text, colour) describing what torch sees, with a hint for CPU-only torch on a GPU machine."""
-    import torch
-
-    from ..engine.device import describe_devices
-
-    text = describe_devices()
-    if torch.cuda.is_available() or "MPS" in text:
-        colour = "#5fb760"
-    elif "no CUDA support" in text:
-        colour = "#e5a03d"
-    else:
-        colour = "#9a9a9a"
-    return f"● {text} · torch {torch.__version__}", colour
+LABELS = {"tile_size": "Tile size", "tile_overlap": "Tile overlap", "steps": "Steps", "seed": "Seed"}
+"""How the text settings are named in the form (in messages)."""
 
 
 def shown(widget) -> bool:
@@ -141,11 +68,6 @@ def _same(a: Any, b: Any) -> bool:
     return _unwrap(a) is _unwrap(b)
 
 
-def _layer_data(layer) -> Any:
-    """The full-resolution array of an image layer (level 0 of a multiscale pyramid)."""
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-
-
 class RestoreWidget(Container):
     """Restore the selected image layer with any registered restorer; output goes to a new layer."""
 
@@ -153,16 +75,11 @@ class RestoreWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self._infos: dict[str, RestorerInfo] = {}
-        self._checkpoints: dict[str, tuple[str, str, str]] = {}  # path -> (family, short, summary)
         self._option_widgets: dict[str, Any] = {}
-        self._weights_before = None
         self._updating = False
-        self._running = False
-        self._cancel_event: threading.Event | None = None
-        self._future: Future | None = None
-        self._result: Any = None
-        self._worker = None
-        self.last_outcome: Outcome | None = None
+        self._done_message = "Done."
+        self._runner = Runner(progress=self._on_progress, returned=self._on_returned,
+                              failed=self._report_error, finished=self._on_finished)
 
         self._image = ComboBox(name="image", label="Image", choices=self._image_choices)
         self._restorer = ComboBox(name="restorer", label="Restorer")
@@ -178,14 +95,15 @@ class RestoreWidget(Container):
                               tooltip="Labels or Shapes layer: pixels to fill (> 0)")
         self._axes = LineEdit(name="axes", label="Axes", tooltip="One letter per dimension from S T Z C Y X")
         self._slice = CheckBox(name="current_slice", text="Current slice only", tooltip="Restore only the plane on screen")
-        self._tile = LineEdit(name="tile_size", label="Tile size", value="auto",
+        self._tile = LineEdit(name="tile_size", label="Tile size", value=DEFAULTS.tile_size,
                               tooltip="Tile side in input pixels: 'auto' (from the model and free "
                               "memory), 'none' (whole image at once) or a number >= 32")
         self._overlap = LineEdit(name="tile_overlap", label="Tile overlap", value="auto",
                                  tooltip="Overlap between tiles in pixels: 'auto' (the model's halo) or a number")
-        self._device = ComboBox(name="device", label="Device", choices=device_choices(), value="auto")
+        self._device = ComboBox(name="device", label="Device", choices=device_choices(), value=DEFAULTS.device)
         self._device_info = Label(name="device_info", label=" ")
-        self._precision = ComboBox(name="precision", label="Precision", choices=["fp32", "bf16", "fp16"], value="fp32",
+        self._precision = ComboBox(name="precision", label="Precision", choices=["fp32", "bf16", "fp16"],
+                                   value=DEFAULTS.precision,
                                    tooltip="bf16/fp16 autocast: faster on recent hardware, slightly less exact")
         self._dtype = ComboBox(name="output_type", label="Output type", choices=[("float32", "float32"), ("same as input", "input")],
                                value="float32")
@@ -208,9 +126,10 @@ class RestoreWidget(Container):
             self._dtype, self._run, self._cancel, self._progress, self._status,
         ])
 
+        self._picker = WeightsPicker(self._weights, self._weights_info, load_requested=self._load_from_dialog,
+                                     select=self._select_restorer, changed=self._validate)
         self._image.changed.connect(self._on_image_changed)
         self._restorer.changed.connect(self._on_restorer_changed)
-        self._weights.changed.connect(self._on_weights_changed)
         for w in (self._axes, self._mask, self._slice, self._tile, self._overlap, self._device,
                   self._precision, self._steps, self._seed):
             w.changed.connect(self._validate)
@@ -301,7 +220,7 @@ class RestoreWidget(Container):
     def _on_image_changed(self, *_: Any) -> None:
         layer = self._image.value
         if layer is not None:
-            data = _layer_data(layer)
+            data = layer_data(layer)
             self._axes.value = suggest_axes(data.shape, bool(layer.rgb), getattr(layer, "axis_labels", None))
             self._dtype.value = "input" if layer.rgb else self._dtype.value
         self._validate()
@@ -314,15 +233,9 @@ class RestoreWidget(Container):
             if isinstance(self._restorer.value, str) and self._restorer.value.startswith(HEADER):
                 self._select_first_after_header()
             return
-        about = info.description or info.display_name
-        details = [f"task: {info.task}"]
-        if info.scale > 1 and info.option("scale") is None:
-            details.append(f"x{info.scale}")
-        if info.source:
-            details.append(f"from {info.source}")
-        self._about.value = f"{about} ({', '.join(details)})"
+        self._about.value = describe(info)
         self._build_options(info)
-        self._build_weights(info)
+        self._picker.show(info)
         stoch = info.stochastic
         self._steps.visible = info.sampling_steps and info.option("steps") is None
         self._seed.visible = stoch and info.option("seed") is None
@@ -339,67 +252,21 @@ class RestoreWidget(Container):
         self._options.clear()
         self._option_widgets = {}
         for opt in info.options:
-            widget = _option_widget(opt)
+            widget = option_widget(opt)
             widget.changed.connect(self._validate)
             self._option_widgets[opt.name] = widget
             self._options.append(widget)
         self._options.visible = bool(info.options)
 
-    def _build_weights(self, info: RestorerInfo) -> None:
-        """Bundled weights (if any), the checkpoints loaded for this restorer, 'Load checkpoint…'."""
-        choices: list[tuple[str, Any]] = []
-        bundled = bundled_weights(info)
-        accepts = takes_weights(info)
-        if bundled is not None:
-            choices.append((f"bundled: {os.path.basename(bundled)}", None))
-        if accepts:
-            if bundled is None:
-                choices.append(("none selected", None))
-            for path, ckpt in self._checkpoints.items():
-                if ckpt.restorer == info.name:
-                    choices.append((ckpt.label, path))
-            choices.append(("Load checkpoint…", LOAD))
-        elif bundled is None:
-            choices.append(("not used", None))
-        self._updating = True
-        try:
-            self._weights.choices = choices
-            first = choices[0][1]
-            self._weights.value = first
-            self._weights_before = first
-        finally:
-            self._updating = False
-        self._weights.enabled = accepts
-        self._show_weights_info()
+    def _select_restorer(self, name: str) -> None:
+        if self._restorer.value != name:
+            self._restorer.value = name  # shows its options and weights
+        else:
+            self._picker.show(self._infos[name])
 
-    def _show_weights_info(self, error: str | None = None) -> None:
-        value = self._weights.value
-        if error:
-            self._weights_info.value = error
-            self._weights_info.native.setStyleSheet(ERROR_STYLE)
-            self._weights_info.visible = True
-            return
-        self._weights_info.native.setStyleSheet(OK_STYLE)
-        ckpt = self._checkpoints.get(value) if isinstance(value, str) else None
-        self._weights_info.value = (ckpt.detected or ckpt.summary) if ckpt else ""
-        self._weights_info.tooltip = ckpt.summary if ckpt else ""
-        self._weights_info.visible = bool(ckpt)
-
-    def _on_weights_changed(self, *_: Any) -> None:
-        if self._updating:
-            return
-        if self._weights.value == LOAD:
-            path = self._ask_checkpoint_path()
-            if not path or not self.load_checkpoint(path):
-                self._updating = True
-                try:
-                    self._weights.value = self._weights_before
-                finally:
-                    self._updating = False
-            return
-        self._weights_before = self._weights.value
-        self._show_weights_info()
-        self._validate()
+    def _load_from_dialog(self) -> bool:
+        path = self._ask_checkpoint_path()
+        return bool(path) and self.load_checkpoint(path)
 
     def _ask_checkpoint_path(self) -> str | None:
         from qtpy.QtWidgets import QFileDialog
@@ -416,58 +283,7 @@ class RestoreWidget(Container):
         The detected architecture is shown under the weights picker; a file that is not a
         usable checkpoint leaves the selection unchanged and says why (no traceback).
         """
-        from ..checkpoints import CheckpointError, UnsupportedCheckpointError, load_checkpoint
-        from ..routing import restorer_for_checkpoint
-
-        path = os.fspath(path)
-        name = os.path.basename(path)
-        current = self.info
-        try:
-            loaded = load_checkpoint(path)
-        except UnsupportedCheckpointError as exc:
-            if current is not None and takes_weights(current) and current.checkpoint_family is None:
-                # a third-party restorer with its own weights format: pass the file through
-                self._checkpoints[path] = _Checkpoint(
-                    current.name, f"{name}", f"{name}: passed to {current.display_name} as is", path)
-                self._select_weights(current.name, path)
-                return True
-            self._show_weights_info(f"Cannot use {name}: {exc}")
-            return False
-        except CheckpointError as exc:
-            self._show_weights_info(f"Cannot use {name}: {exc}")
-            return False
-        except Exception as exc:  # never a traceback in the widget
-            self._show_weights_info(f"Cannot read {name} ({type(exc).__name__}: {exc})")
-            return False
-        desc = dict(loaded.description)
-        family = loaded.family
-        target = restorer_for_checkpoint(family, desc.get("task"), self._infos.values())
-        if target is None:
-            self._show_weights_info(
-                f"{name} is a {family} checkpoint, but no '{family}' restorer is installed.")
-            return False
-        keys = ("architecture", "variant", "task", "scale", "in_channels", "dim", "hidden_size",
-                "params_human", "timesteps")
-        shown = ", ".join(f"{k.replace('_', ' ')} {desc[k]}" for k in keys if k in desc)
-        detected = f"Detected {family}: {shown}" if shown else f"Detected {family}"
-        self._checkpoints[path] = _Checkpoint(target, f"{name} ({family})", loaded.summary(), path,
-                                              detected=detected)
-        self._select_weights(target, path)
-        return True
-
-    def _select_weights(self, restorer: str, path: str) -> None:
-        if self._restorer.value != restorer:
-            self._restorer.value = restorer  # rebuilds the weights list, which now holds ``path``
-        else:
-            self._build_weights(self._infos[restorer])
-        self._updating = True
-        try:
-            self._weights.value = path
-            self._weights_before = path
-        finally:
-            self._updating = False
-        self._show_weights_info()
-        self._validate()
+        return self._picker.load(os.fspath(path), self.info, self._infos)
 
     # ------------------------------------------------------------------ validation
 
@@ -480,39 +296,41 @@ class RestoreWidget(Container):
             out.append("No restorer is registered.")
         if layer is None:
             out.append("Add or open an image layer to restore.")
-        else:
-            try:
-                self._checked_axes(layer)
-            except ValueError as exc:
-                out.append(str(exc))
+        elif rgb := rgb_problem(layer, self._axes.value):
+            out.append(rgb)
         if info is not None:
-            if info.weights_policy == "required" and self._weights.value in (None, LOAD):
-                out.append(f"'{info.name}' needs weights: choose 'Load checkpoint…'.")
-            if info.needs_mask and self._mask.value is None:
-                out.append(f"'{info.name}' fills a mask: add a Labels or Shapes layer and choose it as Mask.")
-            if self._precision.value != "fp32" and not info.supports_half:
-                out.append(f"'{info.name}' supports only fp32 precision.")
+            weights = weights_problem(info, self._weights.value)
+            if weights:
+                out.append(weights)
             for name, widget in self._option_widgets.items():
                 try:
-                    _option_value(info.option(name), widget)
-                except ValueError as exc:
-                    out.append(str(exc))
-        for parse, widget in ((parse_tile, self._tile), (parse_overlap, self._overlap),
-                              (parse_steps, self._steps), (parse_seed, self._seed)):
-            if widget is self._tile or widget is self._overlap or shown(widget):
-                try:
-                    parse(widget.value)
+                    option_value(info.option(name), widget)
                 except ValueError as exc:
                     out.append(str(exc))
         try:
-            tile, overlap = parse_tile(self._tile.value), parse_overlap(self._overlap.value)
-            if isinstance(tile, int) and overlap is not None and overlap >= tile:
-                out.append("Tile overlap must be smaller than the tile size.")
-        except ValueError:
-            pass
-        if self._precision.value == "fp16" and self._resolved_device() == "cpu":
-            out.append("fp16 is not supported on the CPU: use bf16 or fp32.")
+            settings = self._settings(layer)
+        except SettingsError as exc:
+            return out + [str(p) for p in exc.problems]
+        if layer is not None:
+            data = layer_data(layer)
+            for problem in check(info, data.shape, data.dtype, settings, device_type=self._resolved_device(),
+                                 mask_shape=self._mask_shape(layer, info)):
+                if problem.field == "mask" and self._mask.value is None:  # say which field to set
+                    out.append(f"'{info.name}' fills a mask: add a Labels or Shapes layer and choose it as Mask.")
+                else:
+                    out.append(str(problem))
         return out
+
+    def _settings(self, layer) -> RestoreSettings:
+        """The settings the form holds (without weights and options, which make_job adds)."""
+        return from_text(
+            labels=LABELS, axes=self._axes.value or "", rgb=None if layer is None else bool(layer.rgb),
+            tile_size=self._tile.value, tile_overlap=self._overlap.value, device=self._device.value,
+            precision=self._precision.value,
+            steps=self._steps.value if shown(self._steps) else None,
+            seed=self._seed.value if shown(self._seed) else None,
+            output_dtype="input" if self._dtype.value == "input" else None,
+        )
 
     def _resolved_device(self) -> str:
         from ..engine.device import resolve_device
@@ -522,31 +340,23 @@ class RestoreWidget(Container):
         except ValueError:
             return "?"
 
-    def _checked_axes(self, layer) -> str:
-        data = _layer_data(layer)
-        axes = validate_axes(self._axes.value or "", tuple(data.shape))
-        if layer.rgb and not axes.endswith("C"):
-            raise ValueError(f"axes {axes!r}: an RGB layer's last axis is its colour channel, C")
-        return axes
-
-    @staticmethod
-    def _loop_axes(axes: str, layer) -> str:
-        shape = _layer_data(layer).shape
-        return "".join(a for a, n in zip(axes, shape) if a in LOOP_AXES and n > 1)
+    def _mask_shape(self, layer, info: RestorerInfo | None) -> tuple[int, ...] | None:
+        needed = info is not None and info.needs_mask
+        return mask_shape(layer, self._mask.value, self._axes.value) if needed else None
 
     def _validate(self, *_: Any) -> None:
         layer = self._image.value
         axes_ok = True
         if layer is not None:
             try:
-                axes = self._checked_axes(layer)
-                self._slice.visible = bool(self._loop_axes(axes, layer))
+                axes = checked_axes(layer, self._axes.value)
+                self._slice.visible = bool(loop_axes(axes, layer))
             except ValueError:
                 axes_ok = False
         else:
             self._slice.visible = False
         self._axes.native.setStyleSheet("" if axes_ok else "border: 1px solid #e0685f;")
-        if self._running:
+        if self.running:
             return
         problems = self.problems()
         self._run.enabled = not problems
@@ -557,7 +367,17 @@ class RestoreWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self._running
+        return self._runner.running
+
+    @property
+    def last_result(self) -> Result | None:
+        """The Result of the last run that finished (its data and provenance)."""
+        return self._runner.result
+
+    @property
+    def _worker(self):
+        """The napari worker of the running restoration (None when idle)."""
+        return self._runner.worker
 
     def make_job(self) -> tuple[Job, dict]:
         """The engine job for the current settings, plus what the output layer needs."""
@@ -566,51 +386,22 @@ class RestoreWidget(Container):
             raise ValueError(problems[0])
         layer = self._image.value
         info = self.info
-        data = _layer_data(layer)
-        axes = self._checked_axes(layer)
+        data = layer_data(layer)
+        axes = checked_axes(layer, self._axes.value)
         source = SourceLayer.from_layer(layer)
         offsets = None
         index = None
-        if self._slice.value and self._loop_axes(axes, layer):
+        if self._slice.value and loop_axes(axes, layer):
             position = layer.world_to_data(self._viewer.dims.point)
             index, offsets = plane_selection(axes, tuple(data.shape), position)
             data = np.asarray(data[index])  # only this plane is read, also from dask/zarr
-        options = {name: _option_value(info.option(name), w) for name, w in self._option_widgets.items()}
+        options = {name: option_value(info.option(name), w) for name, w in self._option_widgets.items()}
         options = {k: v for k, v in options.items() if v is not None}
         weights = self._weights.value if takes_weights(info) and self._weights.value != LOAD else None
-        mask = self._mask_array(layer, axes, index) if info.needs_mask else None
-        job = Job(
-            data=data,
-            restorer=info.name,
-            axes=axes,
-            rgb=bool(layer.rgb),
-            weights=weights,
-            tile_size=parse_tile(self._tile.value),
-            tile_overlap=parse_overlap(self._overlap.value),
-            device=self._device.value,
-            precision=self._precision.value,
-            steps=parse_steps(self._steps.value) if shown(self._steps) else None,
-            seed=parse_seed(self._seed.value) if shown(self._seed) else None,
-            mask=mask,
-            output_dtype="input" if self._dtype.value == "input" else None,
-            options=options,
-        )
+        mask = mask_array(layer, self._mask.value, axes, index) if info.needs_mask else None
+        settings = dataclasses.replace(self._settings(layer), axes=axes, weights=weights, options=options)
         context = {"source": source, "axes": axes, "offsets": offsets, "layer": layer}
-        return job, context
-
-    def _mask_array(self, layer, axes: str, index) -> np.ndarray:
-        from napari.layers import Shapes
-
-        mask_layer = self._mask.value
-        shape = tuple(_layer_data(layer).shape)
-        no_c = tuple(n for a, n in zip(axes, shape) if a != "C")
-        if isinstance(mask_layer, Shapes):
-            mask = np.asarray(mask_layer.to_labels(labels_shape=no_c))
-        else:
-            mask = np.asarray(_layer_data(mask_layer))
-        if index is not None and mask.shape == no_c:
-            mask = mask[tuple(i for a, i in zip(axes, index) if a != "C")]
-        return mask
+        return Job.of(data, info.name, settings, mask=mask), context
 
     def run(self, wait: bool = False, timeout: float | None = None) -> Future:
         """Start a restoration with the current settings; the Future resolves to the new layer.
@@ -621,68 +412,34 @@ class RestoreWidget(Container):
         """
         future = self._start()
         if wait:
-            _process_events_until(future.done, timeout)
+            process_events_until(future.done, timeout)
         return future
 
     def _start(self) -> Future:
-        if self._running:
+        if self.running:
             raise RuntimeError("A restoration is already running; wait for it or cancel it first.")
-        future: Future = Future()
         try:
             job, context = self.make_job()
         except ValueError as exc:
             self._report_error(exc)
+            future: Future = Future()
             future.set_exception(exc)
             return future
-        self._future = future
-        self._result = None
-        self._cancel_event = threading.Event()
         self._set_running(True)
-        if threads_disabled():
-            self._run_synchronously(job, context)
-            return future
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(iter_restoration, job, self._cancel_event, _ignore_errors=True)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda outcome: self._on_returned(outcome, context))
-        worker.errored.connect(self._on_errored)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        worker.start()
-        return future
-
-    def _run_synchronously(self, job: Job, context: dict) -> None:
-        import time
-
-        t0 = time.perf_counter()
-
-        def progress(done: float, total: int, message: str) -> None:
-            self._on_progress(Progress(done, total, message, time.perf_counter() - t0))
-
-        try:
-            outcome = run_restoration(job, progress, self._cancel_event)
-        except BaseException as exc:
-            self._on_errored(exc)
-        else:
-            self._on_returned(outcome, context)
-        finally:
-            self._on_finished()
+        return self._runner.start(job, context)
 
     def cancel(self, *_: Any) -> None:
         """Ask the running restoration to stop (within one sampling step); adds no layer."""
-        if self._running and self._cancel_event is not None:
-            self._cancel_event.set()
+        if self.running:
+            self._runner.cancel()
             self._cancel.enabled = False
             self._status.value = "Cancelling…"
 
     def _on_run_clicked(self, *_: Any) -> None:
-        if not self._running:
+        if not self.running:
             self.run()
 
     def _set_running(self, running: bool) -> None:
-        self._running = running
         self._run.enabled = not running
         self._cancel.enabled = running
         if running:
@@ -699,45 +456,28 @@ class RestoreWidget(Container):
         except (TypeError, RuntimeError):
             return False
 
-    def _cancelled(self) -> bool:
-        return self._cancel_event is not None and self._cancel_event.is_set()
-
     def _on_progress(self, progress: Progress) -> None:
         if not self._alive():
             return
         self._progress.value = int(round(progress.fraction * 1000))
-        if not self._cancelled():
+        if not self._runner.cancelled:
             self._status.value = progress.text()
 
-    def _on_returned(self, outcome: Outcome, context: dict) -> None:
+    def _on_returned(self, result: Result, context: dict):
+        """Add the output layer (main thread); it resolves the run's Future."""
         from napari.layers import Layer
 
-        self.last_outcome = outcome
-        if self._cancelled():  # finished just as Cancel was pressed: still add nothing
-            self._result = RestorationCancelled("restoration cancelled")
-            return
         data, kwargs, _kind = output_layer(
-            outcome.data, context["source"], axes=context["axes"], restorer=outcome.restorer,
-            factor=outcome.scale, offsets=context["offsets"], provenance=outcome.provenance(),
+            result.data, context["source"], axes=context["axes"], restorer=result.restorer,
+            factor=result.scale, offsets=context["offsets"], provenance=result.provenance(),
         )
         layer = self._viewer.add_layer(Layer.create(data, kwargs, "image"))
-        self._result = layer
-        self._done_message = f"Done in {outcome.seconds:.1f} s: added '{layer.name}'."
-
-    def _on_errored(self, exc: BaseException) -> None:
-        self._result = exc
-        if not isinstance(exc, RestorationCancelled):
-            self._report_error(exc)
-
-    def _on_aborted(self) -> None:  # cancelled from napari's activity dock (worker.quit)
-        if self._cancel_event is not None:
-            self._cancel_event.set()
-        self._result = RestorationCancelled("restoration cancelled")
+        self._done_message = f"Done in {result.seconds:.1f} s: added '{layer.name}'."
+        return layer
 
     def _on_destroyed(self, *_: Any) -> None:
         """The dock was closed and Qt deleted the widget: stop a running restoration."""
-        if self._cancel_event is not None:
-            self._cancel_event.set()
+        self._runner.cancel()
 
     def _report_error(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_error
@@ -748,30 +488,19 @@ class RestoreWidget(Container):
             self._status.native.setStyleSheet(ERROR_STYLE)
         show_error(f"napari-diffir: {message}")
 
-    def _on_finished(self) -> None:
-        """Reset the UI (always, also after errors and cancel), then resolve the Future."""
-        result, future = self._result, self._future
-        self._worker = None
-        self._running = False
-        cancelled = isinstance(result, RestorationCancelled) or (result is None and self._cancelled())
-        if self._alive():
-            self._set_running(False)
-            if cancelled:
-                self._progress.value = 0
-                self._status.value = "Cancelled: no layer was added."
-                self._status.native.setStyleSheet(OK_STYLE)
-            elif not isinstance(result, BaseException):
-                self._progress.value = 1000
-                self._status.value = getattr(self, "_done_message", "Done.")
-            self._validate_quietly(keep_status=True)
-        if future is None:
+    def _on_finished(self, cancelled: bool, outcome: Any) -> None:
+        """Reset the UI (always, also after errors and cancel); the Future resolves after this."""
+        if not self._alive():
             return
+        self._set_running(False)
         if cancelled:
-            future.cancel()
-        elif isinstance(result, BaseException):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+            self._progress.value = 0
+            self._status.value = "Cancelled: no layer was added."
+            self._status.native.setStyleSheet(OK_STYLE)
+        elif not isinstance(outcome, BaseException):
+            self._progress.value = 1000
+            self._status.value = self._done_message
+        self._validate_quietly(keep_status=True)
 
     def _validate_quietly(self, keep_status: bool = False) -> None:
         status, style = self._status.value, self._status.native.styleSheet()
@@ -779,89 +508,3 @@ class RestoreWidget(Container):
         if keep_status and self._run.enabled:
             self._status.value = status
             self._status.native.setStyleSheet(style)
-
-
-def _process_events_until(done, timeout: float | None) -> None:
-    import time
-
-    from qtpy.QtWidgets import QApplication
-
-    app = QApplication.instance()
-    end = None if timeout is None else time.monotonic() + timeout
-    while not done() and (end is None or time.monotonic() < end):
-        if app is not None:
-            app.processEvents()
-        time.sleep(0.01)
-
-
-def _parse_int(text: Any, words: tuple[str, ...], what: str, minimum: int) -> "int | str | None":
-    """``text`` as an int >= ``minimum``, or the first of ``words`` if it is one of them."""
-    value = str(text).strip().lower()
-    if value in words:
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{what} must be {' or '.join(repr(w) for w in words)} or a whole number, "
-                         f"not {str(text)!r}") from None
-    if number < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, not {number}")
-    return number
-
-
-def parse_tile(text: Any) -> "int | str | None":
-    """'auto' -> 'auto', 'none' -> None (whole image), else an int >= 32."""
-    value = _parse_int(text, ("auto", "none"), "Tile size", 32)
-    return None if value == "none" else value
-
-
-def parse_overlap(text: Any) -> int | None:
-    """'auto' -> None (the restorer's halo), else an int >= 0."""
-    value = _parse_int(text, ("auto",), "Tile overlap", 0)
-    return None if value == "auto" else value
-
-
-def parse_steps(text: Any) -> int | None:
-    value = _parse_int(text, ("default",), "Steps", 1)
-    return None if value == "default" else value
-
-
-def parse_seed(text: Any) -> int | None:
-    value = _parse_int(text, ("random",), "Seed", 0)
-    if isinstance(value, int) and value > INT_LIMIT:
-        raise ValueError(f"Seed must be at most {INT_LIMIT}, not {value}")
-    return None if value == "random" else value
-
-
-def _option_widget(opt):
-    """A magicgui widget for one restorer option (choices, bool, int, float, or text)."""
-    kw = {"label": opt.name.replace("_", " ").capitalize(), "tooltip": opt.help or None, "name": opt.name}
-    if opt.choices is not None:
-        choices = [(str(c), c) for c in opt.choices]
-        if opt.default is None or opt.default not in opt.choices:
-            choices.insert(0, ("default", None))  # the restorer decides (e.g. from its checkpoint)
-        return ComboBox(choices=choices, value=opt.default if opt.default in opt.choices else None, **kw)
-    if opt.type is bool:
-        return CheckBox(value=bool(opt.default), **kw)
-    if opt.type in (int, float) and opt.default is not None:
-        cls = SpinBox if opt.type is int else FloatSpinBox
-        lo = opt.min if opt.min is not None else -INT_LIMIT
-        hi = opt.max if opt.max is not None else INT_LIMIT
-        extra = {} if opt.type is int else {"step": _float_step(opt)}
-        return cls(min=lo, max=hi, value=opt.default, **extra, **kw)
-    return LineEdit(value="" if opt.default is None else str(opt.default), **kw)
-
-
-def _float_step(opt) -> float:
-    span = (opt.max if opt.max is not None else 10.0) - (opt.min if opt.min is not None else 0.0)
-    return float(10 ** np.floor(np.log10(max(span, 1e-6) / 100)))
-
-
-def _option_value(opt, widget) -> Any:
-    """The validated value of an option widget (empty text means the restorer's default)."""
-    value = widget.value
-    if isinstance(widget, LineEdit):
-        if not str(value).strip():
-            return None
-        value = str(value).strip()
-    return opt.validate(value)

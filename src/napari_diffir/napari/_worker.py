@@ -1,10 +1,10 @@
 """The restoration job behind the widget, without Qt: engine in a thread, progress as a generator.
 
 :func:`iter_restoration` is a generator: it runs the engine in a plain thread and yields a
-:class:`Progress` for every tile and sampling step the engine reports, then returns an
-:class:`Outcome`. The widget wraps it in a napari ``thread_worker`` (progress is handled in the
-main thread, layers are added there); tests and scripts can iterate it directly or call
-:func:`run_restoration`. Cancel is a ``threading.Event``: the engine checks it between sampling
+:class:`Progress` for every tile and sampling step the engine reports, then returns the
+engine's :class:`~napari_diffir.engine.result.Result`. The widget wraps it in a napari
+``thread_worker`` (progress is handled in the main thread, layers are added there); tests and
+scripts can iterate it directly or call :func:`run_restoration`. Cancel is a ``threading.Event``: the engine checks it between sampling
 steps and tiles and raises :class:`~napari_diffir.RestorationCancelled`, so nothing is returned.
 
 ``NAPARI_DIFFIR_NOTHREADS=1`` makes the widget run jobs synchronously in the calling thread
@@ -13,21 +13,22 @@ steps and tiles and raises :class:`~napari_diffir.RestorationCancelled`, so noth
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
-import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
 import numpy as np
 
+from ..engine.result import Result
+from ..engine.settings import FIELDS, RestoreSettings
 from ..restorer import RestorationCancelled, Restorer
 
 __all__ = [
     "Job",
-    "Outcome",
     "Progress",
     "friendly_error",
     "format_seconds",
@@ -81,125 +82,48 @@ class Progress:
         return " · ".join(parts)
 
 
-@dataclass
-class Job:
-    """What to restore and how: the arguments of :func:`napari_diffir.restore`."""
+@dataclass(frozen=True)
+class Job(RestoreSettings):
+    """What to restore (data, restorer, mask) and how (the settings it extends)."""
 
     data: Any
     restorer: "str | Restorer"
-    axes: str | None = None
-    rgb: bool | None = None
-    weights: str | None = None
-    tile_size: "int | str | None" = "auto"
-    tile_overlap: int | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    steps: int | None = None
-    seed: int | None = None
     mask: Any = None
-    output_dtype: Any = None
-    options: dict = field(default_factory=dict)
 
-    def engine_kwargs(self) -> dict:
-        return dict(
-            axes=self.axes, rgb=self.rgb, weights=self.weights, tile_size=self.tile_size,
-            tile_overlap=self.tile_overlap, device=self.device, precision=self.precision,
-            steps=self.steps, seed=self.seed, mask=self.mask, output_dtype=self.output_dtype,
-            options=dict(self.options) or None,
-        )
+    @classmethod
+    def of(cls, data: Any, restorer: "str | Restorer", settings: RestoreSettings, mask: Any = None) -> "Job":
+        return cls(data, restorer, mask, **{name: getattr(settings, name) for name in FIELDS})
 
-
-@dataclass
-class Outcome:
-    """The restored array and what produced it (recorded in the output layer's metadata)."""
-
-    data: np.ndarray
-    restorer: str
-    scale: int
-    weights: str | None
-    steps: int | None
-    seed: int | None
-    tile_size: Any
-    tile_overlap: Any
-    device: str
-    precision: str
-    seconds: float
-    options: dict = field(default_factory=dict)
-
-    def provenance(self) -> dict:
-        from .. import __version__
-
-        return {
-            "restorer": self.restorer,
-            "weights": self.weights,
-            "steps": self.steps,
-            "seed": self.seed,
-            "tile_size": self.tile_size,
-            "tile_overlap": self.tile_overlap,
-            "device": self.device,
-            "precision": self.precision,
-            "options": dict(self.options),
-            "seconds": round(self.seconds, 3),
-            "version": __version__,
-        }
-
-
-def _is_dask(data: Any) -> bool:
-    return type(data).__module__.startswith("dask.")
+    @property
+    def settings(self) -> RestoreSettings:
+        return RestoreSettings(**{name: getattr(self, name) for name in FIELDS})
 
 
 def run_restoration(
     job: Job,
     progress: Callable[[float, int, str], None] | None = None,
     cancel: Any = None,
-) -> Outcome:
+) -> Result:
     """Run ``job`` in the calling thread; raises RestorationCancelled or the engine's error."""
-    from ..engine.restore import _check_cancel, prepare, resolve_restorer
+    from ..engine.execute import check_cancel
+    from ..engine.plan import plan
+    from ..engine.resolve import resolve_restorer
+    from ..engine.run import run
 
     t0 = time.perf_counter()
-    _check_cancel(cancel)
-    restorer = resolve_restorer(job.restorer, job.weights, job.options)  # loads weights once
-    kwargs = job.engine_kwargs()
-    kwargs.pop("weights")
-    kwargs.pop("options")
-    if kwargs["seed"] is None:  # decided here so the output can record it
-        kwargs["seed"] = random.SystemRandom().randrange(2**31)
-    if _is_dask(job.data):
-        out = _compute_dask(job.data, restorer, kwargs, progress, cancel)
-        tile, overlap, device = job.tile_size, kwargs["tile_overlap"], job.device
-        if overlap is None:
-            overlap = restorer.info.tile_overlap
-    else:
-        run = prepare(np.asarray(job.data), restorer, **kwargs)
-        out = run.execute(progress=progress, cancel=cancel)
-        tile, overlap, device = int(run.tile), int(run.overlap), str(run.device)
-    info = restorer.info
-    return Outcome(
-        data=out,
-        restorer=info.name,
-        scale=info.scale,
-        weights=str(job.weights) if job.weights is not None else info.weights,
-        steps=job.steps if job.steps is not None else _default_steps(restorer),
-        seed=kwargs["seed"] if info.stochastic else None,
-        tile_size=tile,
-        tile_overlap=overlap,
-        device=device,
-        precision=job.precision,
-        seconds=time.perf_counter() - t0,
-        options=dict(job.options),
-    )
+    check_cancel(cancel)
+    settings = job.settings
+    # built here, used for this run only: a dask layer's model is not kept in the engine's cache
+    built = resolve_restorer(job.restorer, settings.weights, settings.options)
+    p = plan(job.data, job.restorer, settings, mask=job.mask, built=built)
+    result = run(p, progress, cancel)
+    if p.lazy:
+        result = dataclasses.replace(result, data=_compute_dask(result.data, progress, cancel))
+    return dataclasses.replace(result, seconds=time.perf_counter() - t0)
 
 
-def _default_steps(restorer: Restorer) -> int | None:
-    value = restorer.options.get("steps")
-    if value is None:
-        opt = restorer.info.option("steps")
-        value = opt.default if opt is not None else None
-    return value
-
-
-def _compute_dask(data: Any, restorer: Restorer, kwargs: dict, progress, cancel) -> np.ndarray:
-    """Build the engine's lazy graph and compute it here, block by block.
+def _compute_dask(lazy: Any, progress, cancel) -> np.ndarray:
+    """Compute the engine's lazy graph here, block by block.
 
     The input is never loaded whole (each task reads one block plus its halo); progress counts
     restored blocks and cancel is checked before every task.
@@ -207,16 +131,14 @@ def _compute_dask(data: Any, restorer: Restorer, kwargs: dict, progress, cancel)
     import dask
     from dask.callbacks import Callback
 
-    from ..engine.restore import _check_cancel
-    from ..engine import restore as engine_restore
+    from ..engine.execute import check_cancel
 
-    lazy = engine_restore(data, restorer, **kwargs)
     # graph optimisation renames intermediate keys; the output's own keys survive, one per block
     total = int(lazy.npartitions)
     state = {"done": 0}
 
     def pretask(key, dsk, st):
-        _check_cancel(cancel)
+        check_cancel(cancel)
 
     def posttask(key, result, dsk, st, worker_id):
         if _key_name(key) == lazy.name:
@@ -228,7 +150,7 @@ def _compute_dask(data: Any, restorer: Restorer, kwargs: dict, progress, cancel)
         progress(0.0, total, "starting")
     with Callback(pretask=pretask, posttask=posttask):
         (out,) = dask.compute(lazy, scheduler="threads")
-    _check_cancel(cancel)
+    check_cancel(cancel)
     return np.asarray(out)
 
 
@@ -238,8 +160,8 @@ def _key_name(key: Any) -> str:
 
 def iter_restoration(
     job: Job, cancel: threading.Event | None = None
-) -> Generator[Progress, None, Outcome]:
-    """Yield :class:`Progress` while the engine runs ``job`` in a thread; return the Outcome.
+) -> Generator[Progress, None, Result]:
+    """Yield :class:`Progress` while the engine runs ``job`` in a thread; return its Result.
 
     Closing the generator early (or setting ``cancel``) stops the engine within one sampling
     step. Errors from the engine are re-raised here, in the generator's thread.

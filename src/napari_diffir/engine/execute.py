@@ -1,0 +1,191 @@
+"""Run an in-memory :class:`~.plan.Plan`: plane by plane, channel group by group, tile by tile.
+
+Each plane is normalised, padded once to the restorer's multiple and cut into aligned,
+overlapping tiles; each tile goes through the restorer on the plan's device and precision, and
+the results are blended back, cropped and inverse-normalised. Out of memory halves the tile.
+Progress and cancel are plain callables, so every frontend adapts them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+
+from ..restorer import RestorationCancelled, TileContext
+from .device import autocast, is_out_of_memory
+from .normalize import fit_normalizer, to_dtype
+from .settings import MIN_TILE
+from .tiling import Tile, blend_weight, make_tiles, pad_to, padded_size
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+__all__ = ["ProgressFn", "check_cancel", "execute"]
+
+ProgressFn = Callable[[float, int, str], None]
+
+
+def check_cancel(cancel: Any) -> None:
+    """Raise :class:`RestorationCancelled` if ``cancel`` (an event or a callable) says stop."""
+    if cancel is None:
+        return
+    flag = cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
+    if flag:
+        raise RestorationCancelled("restoration cancelled")
+
+
+def execute(plan: "Plan", progress: ProgressFn | None = None, cancel: Any = None) -> np.ndarray:
+    """The restored array of an in-memory plan, in the input's axes."""
+    return _Execution(plan, progress, cancel).run()
+
+
+class _Execution:
+    """One run of a plan: the progress count and the normaliser shared by its tiles."""
+
+    def __init__(self, plan: "Plan", progress: ProgressFn | None, cancel: Any) -> None:
+        self.plan = plan
+        self.info = plan.restorer.info
+        self.progress = progress
+        self.cancel = cancel
+        self.done = 0
+        self.total = 0
+
+    def run(self) -> np.ndarray:
+        p = self.plan
+        layout = p.layout
+        work = layout.to_work(p.data)  # view, (N, C, Y, X)
+        norm = p.normalizer
+        if norm is None:
+            norm = fit_normalizer(work, p.settings.normalize, p.settings.percentiles)
+        n_planes = work.shape[0]
+        groups = p.channels.groups
+        h, w = layout.yx
+        s = self.info.scale
+        out_work = np.empty((n_planes, p.channels.out_channels, h * s, w * s), np.float32)
+        p.restorer.to(p.device)
+        self.total = n_planes * len(groups) * len(self._plane_tiles(h, w, p.tile)[2])
+        check_cancel(self.cancel)
+        self.report(0.0, "starting")
+        for n in range(n_planes):
+            plane = norm.forward(np.asarray(work[n]))
+            mask = None if p.mask is None else p.mask[n if p.mask.shape[0] > 1 else 0]
+            for gi, group in enumerate(groups):
+                res = self._restore_plane(plane[group.inputs], mask, n, gi)
+                if group.average:
+                    res = res.mean(axis=0, keepdims=True)
+                out_work[n, group.outputs] = res
+        check_cancel(self.cancel)
+        for n in range(n_planes):
+            out_work[n] = norm.inverse(out_work[n])
+        out = layout.from_work(out_work, p.channels.out_channels, s)
+        if p.output_dtype is not None:
+            out = to_dtype(out, p.output_dtype)
+        return np.ascontiguousarray(out)
+
+    def report(self, frac: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(min(self.done + frac, self.total), self.total, message)
+
+    def _restore_plane(self, x: np.ndarray, mask, n: int, gi: int) -> np.ndarray:
+        """Restore one (C, Y, X) plane tile by tile, halving the tile on out-of-memory."""
+        tile = self.plan.tile
+        device = self.plan.device
+        while True:
+            try:
+                return self._tiled(x, mask, tile, n, gi)
+            except RestorationCancelled:
+                raise
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                h, w = x.shape[-2:]
+                current = min(tile, max(h, w))
+                if current // 2 < max(MIN_TILE, self.info.min_size):
+                    raise MemoryError(
+                        f"Out of memory on {device} even with {current}-pixel tiles; "
+                        "use a smaller tile_size, precision='bf16' (or 'fp16' on GPU), "
+                        "or device='cpu'"
+                    ) from exc
+                tile = current // 2
+
+    def _tiled(self, x: np.ndarray, mask, tile: int, n: int, gi: int) -> np.ndarray:
+        """Pad the plane once to the restorer's multiple, restore aligned tiles, blend, crop back."""
+        s = self.info.scale
+        _, h, w = x.shape
+        ph, pw, tiles, overlap = self._plane_tiles(h, w, tile)
+        xp = pad_to(torch.from_numpy(np.ascontiguousarray(x))[None], ph, pw)[0].numpy()
+        mp = None
+        if mask is not None:
+            mp = pad_to(torch.from_numpy(np.ascontiguousarray(mask))[None, None], ph, pw)[0, 0].numpy()
+        acc = np.zeros((self.plan.channels.group_out, ph * s, pw * s), np.float32)
+        wsum = np.zeros((ph * s, pw * s), np.float32)
+        start_done = self.done
+        for k, t in enumerate(tiles):
+            check_cancel(self.cancel)
+            out = self._run_tile(xp, mp, t, ph, pw, n, gi, k, len(tiles))
+            wt = blend_weight(t, ph, pw, overlap, s) if len(tiles) > 1 else np.ones(out.shape[-2:], np.float32)
+            ys, xs = slice(t.y0 * s, (t.y0 + t.h) * s), slice(t.x0 * s, (t.x0 + t.w) * s)
+            acc[:, ys, xs] += out * wt
+            wsum[ys, xs] += wt
+            self.done = start_done + k + 1
+            self.report(0.0, f"{self._where(n, gi)}tile {k + 1}/{len(tiles)}")
+        return (acc / wsum)[:, : h * s, : w * s]
+
+    def _plane_tiles(self, h: int, w: int, tile: int) -> tuple[int, int, list[Tile], int]:
+        """Padded plane size, its tiles (aligned to the restorer's multiple) and the overlap."""
+        m = self.info.multiple_of
+        ph, pw = padded_size(h, m, self.info.min_size), padded_size(w, m, self.info.min_size)
+        tile = max(padded_size(self.info.min_size, m, 1), min(tile, max(ph, pw)) // m * m)
+        overlap = min(self.plan.overlap, tile // 2)
+        return ph, pw, make_tiles(ph, pw, tile, overlap, align=m), overlap
+
+    def _where(self, n: int, gi: int) -> str:
+        """'plane 2/5, channel 1/3, ' prefix for progress messages of nD/multichannel data."""
+        parts = []
+        loop_shape = self.plan.layout.loop_shape
+        n_planes = int(np.prod(loop_shape)) if loop_shape else 1
+        if n_planes > 1:
+            parts.append(f"plane {n + 1}/{n_planes}")
+        groups = len(self.plan.channels.groups)
+        if groups > 1:
+            parts.append(f"channel {gi + 1}/{groups}")
+        return ", ".join(parts) + (", " if parts else "")
+
+    def _run_tile(self, x, mask, t: Tile, h: int, w: int, n: int, gi: int, k: int, n_tiles: int) -> np.ndarray:
+        p = self.plan
+        s = self.info.scale
+        region = np.ascontiguousarray(x[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w])
+        inp = torch.from_numpy(region).unsqueeze(0).to(p.device)
+        mask_t = None
+        if mask is not None:
+            m = np.ascontiguousarray(mask[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w])
+            mask_t = torch.from_numpy(m)[None, None].to(p.device)
+
+        def on_step(done: int, total: int) -> None:
+            check_cancel(self.cancel)
+            self.report(done / max(total, 1), f"{self._where(n, gi)}tile {k + 1}/{n_tiles}, step {done}/{total}")
+
+        oy, ox = p.origin  # a dask block's place in the whole image (0, 0 otherwise)
+        ctx = TileContext(
+            steps=p.settings.steps, seed=self._seed_for(n, gi), origin=(oy + t.y0, ox + t.x0),
+            image_shape=p.image_yx or (h, w), scale=s, mask=mask_t, step_callback=on_step,
+        )
+        with torch.inference_mode(), autocast(p.device, p.settings.precision):
+            out = p.restorer.restore_tile(inp, ctx)
+        expected = (1, p.channels.group_out, t.h * s, t.w * s)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"Restorer {self.info.name!r} returned {got}, but expected (B, C, H*s, W*s) = {expected}"
+            )
+        return out.float().cpu().numpy()[0]
+
+    def _seed_for(self, plane: int, group: int) -> int:
+        """Distinct, reproducible seeds per plane and channel group (one field per 2-D image)."""
+        if self.plan.plane_ids is not None:  # a block of a larger array: seed by the global plane
+            plane = self.plan.plane_ids[plane]
+        return (self.plan.seed * 1_000_003 + plane * 7_919 + group) & 0x7FFFFFFF

@@ -1,0 +1,182 @@
+"""``plan()``: every decision of a restoration, made once, before any pixel is restored.
+
+``restore()``, the widget, the CLI, dask graphs and the streaming path all run a :class:`Plan`:
+the restorer (built once), the layout, the channel groups, the tile, its overlap and a dask
+block's halo, the device, the output dtype and the seed. The rules behind those decisions live
+here and in :mod:`.check` only, so no frontend restates them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..restorer import Restorer, RestorerInfo
+from .axes import Layout, as_array, axes_for
+from .channels import ChannelMap, channel_map
+from .check import check, check_finite
+from .device import check_device_name, free_memory_bytes, local_device, resolve_device
+from .lazy import cached_restorer, plan_chunks
+from .mask import lazy_mask, work_mask
+from .normalize import Normalizer
+from .resolve import RestorerSpec, resolve_restorer
+from .settings import DEFAULTS, MIN_TILE, Problem, RestoreSettings
+
+__all__ = ["Plan", "auto_tile_size", "draw_seed", "is_lazy", "plan", "resolve_tile", "round_halo"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated restoration, ready to run (see :func:`~.run.run`)."""
+
+    data: Any
+    """The input: a numpy array, or the dask array rechunked to the processing blocks."""
+    layout: Layout
+    restorer: Restorer | None
+    """The restorer; ``None`` only in the copy a dask task carries of a named restorer's plan."""
+    spec: RestorerSpec | None
+    """How each worker process builds a named restorer; ``None`` when the instance travels."""
+    info: RestorerInfo
+    settings: RestoreSettings
+    """The settings as given (weights and options as named; recorded in the provenance)."""
+    device: Any
+    """The torch device in memory; for a dask array the device name, which each worker resolves."""
+    channels: ChannelMap
+    tile: int
+    """Tile side in input pixels (``tile_size=None``: the whole image)."""
+    overlap: int
+    """Overlap between tiles in input pixels."""
+    halo: int
+    """Pixels a dask block borrows from each neighbour: the overlap rounded up to the model's
+    size multiple, so that blocks start on the model's pixel grid as tiles do."""
+    seed: int
+    output_dtype: np.dtype | None
+    """What the result is cast to; ``None`` leaves it float32."""
+    mask: Any = None
+    """The inpainting mask: (N or 1, Y, X) float32 in memory; a uint8 dask array lazily."""
+    normalizer: Normalizer | None = None
+    """The image's intensity normaliser; ``None`` until the run fits it on the whole image."""
+    origin: tuple[int, int] = (0, 0)
+    """A dask block's (y, x) offset in the whole image (its noise is cut from there)."""
+    plane_ids: tuple[int, ...] | None = None
+    """A dask block's global plane numbers (seeds), or ``None`` for the whole image."""
+    image_yx: tuple[int, int] | None = None
+    """The whole image's (H, W) when ``data`` is one block of it."""
+
+    @property
+    def lazy(self) -> bool:
+        return is_lazy(self.data)
+
+    @property
+    def result_dtype(self) -> np.dtype:
+        return self.output_dtype if self.output_dtype is not None else np.dtype(np.float32)
+
+
+def plan(
+    data: Any,
+    restorer: "str | Restorer",
+    settings: RestoreSettings = DEFAULTS,
+    *,
+    mask: Any = None,
+    normalizer: Normalizer | None = None,
+    built: Restorer | None = None,
+) -> Plan:
+    """Check everything and decide everything; raises ``ValueError`` naming the first problem.
+
+    :param data: numpy array, array-like (napari layer, Zarr, tifffile) or dask array.
+    :param restorer: a registered name or a :class:`~napari_diffir.Restorer` instance.
+    :param mask: inpainting mask, (Y, X) or the image's shape without C; > 0 = fill.
+    :param normalizer: the normaliser to use instead of fitting one (a resumed run's).
+    :param built: the restorer already built from ``restorer`` and the settings' weights and
+        options; it is used (and, for a dask array, shipped in the graph) instead of building
+        one, so a frontend can let the model go after its run instead of caching it.
+    """
+    lazy = is_lazy(data)
+    if not lazy:
+        data = as_array(data)
+        check_finite(data)
+    if mask is not None and not is_lazy(mask):
+        mask = as_array(mask)
+    shape, dtype = tuple(int(n) for n in data.shape), np.dtype(data.dtype)
+    _raise(check(None, shape, dtype, settings))
+    if built is not None:
+        instance, spec = built, None
+    else:
+        instance, spec = build_restorer(restorer, settings, lazy)
+    info = instance.info
+    layout = Layout(axes_for(shape, settings.axes, settings.rgb), shape)
+    if lazy:
+        check_device_name(settings.device)
+        device, sizing = settings.device, local_device(settings.device)
+    else:
+        device = sizing = resolve_device(settings.device)
+    tile = resolve_tile(settings.tile_size, info, layout.yx, sizing)
+    _raise(check(
+        info, shape, dtype, settings, device_type=None if lazy else device.type,
+        mask_shape=None if mask is None else tuple(mask.shape),
+        auto_tile=tile if settings.tile_size == "auto" else None,
+    ))
+    overlap = info.tile_overlap if settings.tile_overlap is None else int(settings.tile_overlap)
+    halo = round_halo(overlap, info.multiple_of)
+    if lazy:
+        data = data.rechunk(plan_chunks(data.chunks, layout, halo, info.name, multiple=info.multiple_of))
+        mask = None if mask is None else lazy_mask(mask, data, layout)
+    else:
+        mask = None if mask is None else work_mask(mask, layout)
+    return Plan(
+        data=data, layout=layout, restorer=instance, spec=spec, info=info, settings=settings,
+        device=device, channels=channel_map(layout.channels, info), tile=tile, overlap=overlap,
+        halo=halo, seed=draw_seed() if settings.seed is None else int(settings.seed),
+        output_dtype=settings.output_dtype_for(dtype), mask=mask, normalizer=normalizer,
+    )
+
+
+def build_restorer(restorer: "str | Restorer", settings: RestoreSettings, lazy: bool):
+    """The restorer instance, and for a name given with a dask array the spec workers build it
+    from (the instance then comes from the per-process cache that those workers share)."""
+    if lazy and isinstance(restorer, str):
+        spec = RestorerSpec.of(restorer, settings.weights, settings.options)
+        return cached_restorer(spec, settings.device), spec  # checks name/options/weights now
+    return resolve_restorer(restorer, settings.weights, settings.options), None
+
+
+def is_lazy(data: Any) -> bool:
+    """Whether ``data`` is a dask array (restored as a lazy graph of blocks)."""
+    return type(data).__module__.startswith("dask.")
+
+
+def resolve_tile(tile_size: "int | str | None", info: RestorerInfo, yx: tuple[int, int], device) -> int:
+    """The tile side: the whole image for ``None``, sized to ``device``'s memory for ``auto``."""
+    if tile_size is None:
+        return max(yx)
+    if isinstance(tile_size, str) and tile_size == "auto":
+        return auto_tile_size(info, device)
+    return int(tile_size)
+
+
+def auto_tile_size(info: RestorerInfo, device) -> int:
+    """The restorer's preferred tile, halved until its memory estimate fits in half the free memory."""
+    tile = getattr(info, "tile_size", 512) or 512
+    budget = free_memory_bytes(device) * 0.5
+    per_pixel = getattr(info, "bytes_per_pixel", 4096)
+    while tile > MIN_TILE and tile * tile * info.scale**2 * per_pixel > budget:
+        tile //= 2
+    return max(tile, MIN_TILE)
+
+
+def round_halo(overlap: int, multiple: int) -> int:
+    """``overlap`` rounded up to a multiple of the model's size multiple."""
+    return -(-int(overlap) // multiple) * multiple
+
+
+def draw_seed() -> int:
+    """A fresh seed for a run given none (recorded in its provenance, so it can be repeated)."""
+    return random.SystemRandom().randrange(2**31)
+
+
+def _raise(problems: list[Problem]) -> None:
+    if problems:
+        raise ValueError(str(problems[0]))

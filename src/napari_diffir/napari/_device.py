@@ -1,0 +1,34 @@
+"""The widget's device picker and the line under it: what torch can use on this machine."""
+
+from __future__ import annotations
+
+__all__ = ["device_choices", "device_indicator"]
+
+
+def device_choices() -> list[str]:
+    """``auto``, ``cpu`` and every GPU torch sees (``cuda:N``, ``mps``)."""
+    import torch
+
+    choices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        choices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        choices.append("mps")
+    return choices
+
+
+def device_indicator() -> tuple[str, str]:
+    """(text, colour) describing what torch sees, with a hint for CPU-only torch on a GPU machine."""
+    import torch
+
+    from ..engine.device import describe_devices
+
+    text = describe_devices()
+    if torch.cuda.is_available() or "MPS" in text:
+        colour = "#5fb760"
+    elif "no CUDA support" in text:
+        colour = "#e5a03d"
+    else:
+        colour = "#9a9a9a"
+    return f"● {text} · torch {torch.__version__}", colour

@@ -203,8 +203,9 @@ def random_case(name: str, args) -> list[dict]:
 
 
 def weights_case(path: str, args) -> list[dict]:
-    from napari_diffir.checkpoints import load_checkpoint
     from skimage import data
+
+    from napari_diffir.checkpoints import load_checkpoint
 
     model = load_checkpoint(path).model
     if not isinstance(model, DiffIRS2):
@@ -219,7 +220,10 @@ def weights_case(path: str, args) -> list[dict]:
     if hp["out_channels"] == 3:
         gt_np = np.repeat(gt_np[..., None], 3, -1)
     lq_np, mask_np = degrade(hp["task"], hp["scale"], gt_np, np.random.default_rng(0))
-    chw = (lambda a: torch.from_numpy(np.ascontiguousarray(a if a.ndim == 2 else a.transpose(2, 0, 1))))
+
+    def chw(a):
+        return torch.from_numpy(np.ascontiguousarray(a if a.ndim == 2 else a.transpose(2, 0, 1)))
+
     gt = chw(gt_np).reshape(1, hp["out_channels"], *gt_np.shape[:2])
     x = chw(lq_np).reshape(1, hp["out_channels"], *lq_np.shape[:2])
     mask = None

@@ -22,7 +22,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import sys
 import time
 import types
@@ -184,7 +183,6 @@ def bench_curve(args) -> dict:
     base = {"bicubic": [], "rrdb": []}
     for name, hr in images:
         lr = imresize(hr, 1 / s)
-        hr_t = torch.from_numpy(hr).float()[None, None].expand(1, c, -1, -1)
         lr_t = torch.from_numpy(lr).float()[None, None].expand(1, c, -1, -1).contiguous() * 2 - 1
         with torch.inference_mode():
             up = model.upsample_lr(lr_t)

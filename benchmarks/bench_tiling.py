@@ -111,8 +111,8 @@ def _work_ratio(info, size: int, tile: int, mode: str) -> float:
         t = max(padded_size(info.min_size, m, 1), min(tile, p) // m * m)
         tiles = make_tiles(p, p, t, min(info.tile_overlap, t // 2), align=m)
         return sum(x.h * x.w for x in tiles) / size**2
-    from napari_diffir.engine.lazy import _regular
     from napari_diffir.batch.stream import _chunk_size
+    from napari_diffir.engine.lazy import _regular
 
     halo = -(-info.tile_overlap // m) * m
     chunks = _regular(size, -(-_chunk_size(None, tile, halo, m) // m) * m)

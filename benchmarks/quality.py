@@ -108,9 +108,10 @@ def optional_denoisers() -> dict:
 
 def run(quick: bool = False, figure: str | None = None, json_path: str | None = None, seed: int = 0,
         ddpm: bool = False) -> dict:
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+
     import napari_diffir
     from napari_diffir.resize import imresize
-    from skimage.restoration import denoise_nl_means, estimate_sigma
 
     names = {i.name for i in napari_diffir.list_restorers()}
     bundled_dn = [n for n in ("diffir-denoise",) if n in names]
@@ -122,9 +123,9 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
     results: dict = {"denoise": [], "sr4": [], "timing_s": {}}
     fig_panels: dict = {}
 
-    def timed(label, fn):
+    def timed(label, fn, *args, **kwargs):
         t = time.perf_counter()
-        out = fn()
+        out = fn(*args, **kwargs)
         results["timing_s"].setdefault(label, 0.0)
         results["timing_s"][label] += time.perf_counter() - t
         return out
@@ -134,14 +135,14 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
             true_sigma = float(level.split()[1]) / 255 if level.startswith("gauss") else float(estimate_sigma(noisy))
             row = {"image": img_name, "noise": level, "noisy": psnr(clean, noisy)}
             outs = {"noisy": noisy}
-            outs["nlmeans"] = timed("nlmeans", lambda: napari_diffir.restore(noisy, "nlmeans"))
-            outs["tv"] = timed("tv", lambda: napari_diffir.restore(noisy, "tv"))
-            outs["NL-means (sigma known)"] = timed("NL-means (sigma known)", lambda: denoise_nl_means(
-                noisy, h=0.8 * true_sigma, sigma=true_sigma, patch_size=5, patch_distance=6, fast_mode=True))
+            outs["nlmeans"] = timed("nlmeans", napari_diffir.restore, noisy, "nlmeans")
+            outs["tv"] = timed("tv", napari_diffir.restore, noisy, "tv")
+            outs["NL-means (sigma known)"] = timed("NL-means (sigma known)", denoise_nl_means, noisy, h=0.8 * true_sigma,
+                                                   sigma=true_sigma, patch_size=5, patch_distance=6, fast_mode=True)
             for label, fn in extra.items():
-                outs[label] = timed(label, lambda: fn(noisy, true_sigma))
+                outs[label] = timed(label, fn, noisy, true_sigma)
             for name in bundled_dn:
-                outs[name] = timed(name, lambda: napari_diffir.restore(noisy, name, seed=seed))
+                outs[name] = timed(name, napari_diffir.restore, noisy, name, seed=seed)
             for label, out in outs.items():
                 row[label] = psnr(clean, out)
                 row[label + " ssim"] = ssim(clean, out)
@@ -155,12 +156,12 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
         hr = clean[:h, :w]
         lr = imresize(hr.astype(np.float64), 0.25).astype(np.float32)
         outs = {"bicubic": imresize(lr.astype(np.float64), 4.0).astype(np.float32)}
-        outs["lanczos"] = timed("lanczos", lambda: napari_diffir.restore(lr, napari_diffir.get_restorer("lanczos", scale=4)))
+        outs["lanczos"] = timed("lanczos", napari_diffir.restore, lr, napari_diffir.get_restorer("lanczos", scale=4))
         for name in bundled_sr:
-            outs[name] = timed(name, lambda: napari_diffir.restore(lr, name, seed=seed))
+            outs[name] = timed(name, napari_diffir.restore, lr, name, seed=seed)
         if ddpm and "srdiff-sr4" in bundled_sr:  # the official sampler: all 100 ancestral steps
             r = napari_diffir.get_restorer("srdiff-sr4", sampler="ddpm")
-            outs["srdiff-sr4 ddpm-100"] = timed("srdiff-sr4 ddpm-100", lambda: napari_diffir.restore(lr, r, seed=seed))
+            outs["srdiff-sr4 ddpm-100"] = timed("srdiff-sr4 ddpm-100", napari_diffir.restore, lr, r, seed=seed)
         row = {"image": img_name}
         for label, out in outs.items():
             row[label] = psnr(to_y(hr), to_y(out), crop=4)
@@ -190,9 +191,8 @@ def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict
                json_path: str | None = None, references: bool = True) -> dict:
     """Per-set mean PSNR on Set12/BSD68 (denoising) and Set5/Set14 (x4 SR), public protocols."""
     import napari_diffir
-    from napari_diffir.resize import imresize
-
     import public_sets as ps
+    from napari_diffir.resize import imresize
 
     names = {i.name for i in napari_diffir.list_restorers()}
     extra = optional_denoisers() if references else {}
@@ -201,7 +201,7 @@ def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict
         images = ps.denoise_set(root, set_name)
         for sigma in sigmas:
             scores: dict[str, list[float]] = {}
-            for i, (stem, clean) in enumerate(images.items()):
+            for i, clean in enumerate(images.values()):
                 noisy = ps.gaussian_noisy(clean, sigma, seed=i)
                 outs = {"noisy": noisy, "nlmeans": napari_diffir.restore(noisy, "nlmeans")}
                 for label, fn in extra.items():
@@ -217,7 +217,7 @@ def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict
                   flush=True)
     for set_name in [s for s in sets if s in ps.SR_SETS]:
         scores = {}
-        for stem, (hr, lr) in ps.sr_set(root, set_name).items():
+        for hr, lr in ps.sr_set(root, set_name).values():
             outs = {"bicubic": imresize(lr.astype(np.float64), 4.0).astype(np.float32),
                     "lanczos": napari_diffir.restore(lr, napari_diffir.get_restorer("lanczos", scale=4))}
             for name in ("diffir-sr4", "srdiff-sr4"):

@@ -18,8 +18,8 @@ import torch
 import zarr
 
 from napari_diffir import list_restorers, restore
-from napari_diffir.engine import lazy
 from napari_diffir.batch import restore_file
+from napari_diffir.engine import lazy
 
 distributed = pytest.importorskip("distributed")
 

@@ -11,7 +11,7 @@ import torch
 import napari_diffir
 from napari_diffir import RestorationCancelled, restore
 from napari_diffir.engine.axes import default_axes
-from napari_diffir.engine.noise import field_noise
+from napari_diffir.noise import field_noise
 
 from .restorers_for_tests import ConvNet, Identity, NoisySampler, OutOfMemoryAbove, WrongShape
 

@@ -11,8 +11,8 @@ import pytest
 import tifffile
 import zarr
 
-from napari_diffir.io import is_zarr_path, open_image
 from napari_diffir.batch.manifest import Manifest, atomic_write_text, differences
+from napari_diffir.io import is_zarr_path, open_image
 from napari_diffir.io.omezarr import create_ome_zarr, ngff_order, ngff_unit
 from napari_diffir.io.tiff import LazyTiff, write_tiff_from_zarr
 

@@ -11,9 +11,9 @@ import tifffile
 import zarr
 
 from napari_diffir import restore
-from napari_diffir.cli import main
 from napari_diffir.batch import restore_file, stream
 from napari_diffir.batch.manifest import MANIFEST_NAME, Manifest
+from napari_diffir.cli import main
 
 from .restorers_for_tests import ConvNet
 

@@ -45,7 +45,7 @@ def test_third_party_plugin_in_cli_list(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-m", "napari_diffir.cli", "list"], env=env,
                          capture_output=True, text=True, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("invert"))
+    line = next(row for row in out.splitlines() if row.startswith("invert"))
     assert "napari-diffir-invert 1.0" in line and "invert" in line
 
 

@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 import napari_diffir as nd
 from napari_diffir import RestorationCancelled, TileContext
 from napari_diffir.models.srdiff import SRDiff
-from napari_diffir.restorers.srdiff import SRDiffRestorer
 
 
 def _tiny_model(in_channels=1, **changes) -> SRDiff:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # torch is imported lazily so that listing restorers stays cheap
     import torch
@@ -157,7 +158,7 @@ class RestorerInfo:
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
 
-    def replace(self, **changes: Any) -> "RestorerInfo":
+    def replace(self, **changes: Any) -> RestorerInfo:
         return dataclasses.replace(self, **changes)
 
 
@@ -175,7 +176,7 @@ class TileContext:
     origin: tuple[int, int] = (0, 0)
     image_shape: tuple[int, int] = (0, 0)
     scale: int = 1
-    mask: "torch.Tensor | None" = None
+    mask: torch.Tensor | None = None
     step_callback: Callable[[int, int], None] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -184,23 +185,23 @@ class TileContext:
         if self.step_callback is not None:
             self.step_callback(done, total)
 
-    def noise(self, like: "torch.Tensor", stream: int = 0) -> "torch.Tensor":
+    def noise(self, like: torch.Tensor, stream: int = 0) -> torch.Tensor:
         """Standard-normal noise shaped like ``like`` (B, C, h, w) at *output* resolution.
 
         The values depend only on (seed, stream, channel, absolute output pixel), so two tiles
         that overlap get the same noise where they overlap. ``stream`` separates independent
         draws (e.g. the sampling step index).
         """
-        from .engine.noise import field_noise
+        from .noise import field_noise
 
         b, c, h, w = like.shape
         oy, ox = self.origin[0] * self.scale, self.origin[1] * self.scale
         out = field_noise(self.seed or 0, stream, c, oy, ox, h, w, device=like.device)
         return out.to(like.dtype).unsqueeze(0).expand(b, -1, -1, -1).clone()
 
-    def noise_vector(self, n: int, stream: int = 0, *, device=None) -> "torch.Tensor":
+    def noise_vector(self, n: int, stream: int = 0, *, device=None) -> torch.Tensor:
         """A seeded standard-normal vector of length ``n`` shared by all tiles of the image."""
-        from .engine.noise import field_noise
+        from .noise import field_noise
 
         return field_noise(self.seed or 0, 1_000_000 + stream, 1, 0, 0, 1, n, device=device).reshape(n)
 
@@ -220,7 +221,7 @@ class Restorer(abc.ABC):
         self.info = type(self).info
         self.options = dict(options)
 
-    def to(self, device: "torch.device | str") -> "Restorer":
+    def to(self, device: torch.device | str) -> Restorer:
         """Move whatever the restorer holds (its model) to ``device``; returns ``self``."""
         model = getattr(self, "model", None)
         if model is not None:
@@ -228,7 +229,7 @@ class Restorer(abc.ABC):
         return self
 
     @abc.abstractmethod
-    def restore_tile(self, x: "torch.Tensor", ctx: TileContext) -> "torch.Tensor":
+    def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
         """Restore a float32 batch ``(B, C, H, W)`` in [0, 1] to ``(B, C_out, H*scale, W*scale)``."""
 
     def metadata(self) -> dict:

@@ -7,7 +7,7 @@ names or constructor signatures, so a plugin restorer takes part by declaring th
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .registry import list_restorers
 from .restorer import RestorerInfo

@@ -18,7 +18,8 @@ which the streaming writer uses to record progress chunk by chunk.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 REMOTE_PREFIXES = ("tcp://", "tls://", "ws://", "wss://", "inproc://", "ucx://")
 LOCAL_KINDS = ("threads", "processes", "synchronous")

@@ -80,7 +80,7 @@ class Manifest:
         atomic_write_text(self.path, json.dumps(doc, indent=1, sort_keys=True, default=_json_default))
 
     @classmethod
-    def load(cls, path: str) -> "Manifest | None":
+    def load(cls, path: str) -> Manifest | None:
         """The manifest at ``path``, or None if it is missing or unreadable (then trust nothing)."""
         try:
             with open(path, encoding="utf-8") as fh:

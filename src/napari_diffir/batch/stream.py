@@ -19,8 +19,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +34,9 @@ from ..engine.plan import Plan, build_restorer, plan, resolve_tile, round_halo
 from ..engine.result import Result
 from ..engine.run import run
 from ..engine.settings import DEFAULTS, RestoreSettings, from_text
-from ..restorer import Restorer
 from ..io.omezarr import create_ome_zarr, forget_output_array, ngff_order, open_output_array
 from ..io.source import is_tiff_path, is_zarr_path, open_image
+from ..restorer import Restorer
 from .manifest import MANIFEST_NAME, Manifest, differences
 
 MAX_STORE_CHUNK = 1024
@@ -82,8 +83,9 @@ def should_stream(input: str, output: str, *, chunk: Any = None, scheduler: Any 
             n_pixels = int(np.prod(tif.series[0].shape))
     except Exception:  # unreadable: let the in-memory reader produce the error message
         return False
-    from ..engine.device import free_memory_bytes
     import torch
+
+    from ..engine.device import free_memory_bytes
 
     return n_pixels * 4 * 3 > STREAM_FRACTION * free_memory_bytes(torch.device("cpu"))
 
@@ -91,7 +93,7 @@ def should_stream(input: str, output: str, *, chunk: Any = None, scheduler: Any 
 def restore_file(
     input: str,
     output: str,
-    restorer: "str | Restorer",
+    restorer: str | Restorer,
     *,
     settings: RestoreSettings = DEFAULTS,
     chunk: int | None = None,

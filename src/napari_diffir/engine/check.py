@@ -97,7 +97,7 @@ def precision_problem(precision: str, device_type: str | None = None) -> Problem
 def _data_problems(shape: tuple[int, ...], dtype: np.dtype) -> list[Problem]:
     if 0 in shape:
         return [Problem("data", f"The image is empty (shape {shape})")]
-    if dtype == bool or not np.issubdtype(dtype, np.number):
+    if np.dtype(dtype) == np.bool_ or not np.issubdtype(dtype, np.number):
         return [Problem("data", f"Expected a numeric image, but got dtype {dtype}")]
     if np.issubdtype(dtype, np.complexfloating):
         return [Problem("data", "Complex images are not supported; pass the magnitude or real part")]

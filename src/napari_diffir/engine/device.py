@@ -11,7 +11,7 @@ import torch
 from .check import precision_problem
 
 
-def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; anything else must be available."""
     if isinstance(device, torch.device):
         dev = device
@@ -34,7 +34,7 @@ def resolve_device(device: "str | torch.device" = "auto") -> torch.device:
     return dev
 
 
-def check_device_name(device: "str | torch.device") -> None:
+def check_device_name(device: str | torch.device) -> None:
     """Check the spelling only: a dask worker checks availability itself (its GPUs may differ)."""
     if isinstance(device, torch.device) or str(device).strip().lower() == "auto":
         return
@@ -44,7 +44,7 @@ def check_device_name(device: "str | torch.device") -> None:
         raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
 
 
-def local_device(device: "str | torch.device") -> torch.device:
+def local_device(device: str | torch.device) -> torch.device:
     """The device ``auto`` tiles are sized for here: ``device`` if usable here, else the CPU."""
     try:
         return resolve_device(device)

@@ -8,7 +8,8 @@ Progress and cancel are plain callables, so every frontend adapts them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ def check_cancel(cancel: Any) -> None:
         raise RestorationCancelled("restoration cancelled")
 
 
-def execute(plan: "Plan", progress: ProgressFn | None = None, cancel: Any = None) -> np.ndarray:
+def execute(plan: Plan, progress: ProgressFn | None = None, cancel: Any = None) -> np.ndarray:
     """The restored array of an in-memory plan, in the input's axes."""
     return _Execution(plan, progress, cancel).run()
 
@@ -44,7 +45,7 @@ def execute(plan: "Plan", progress: ProgressFn | None = None, cancel: Any = None
 class _Execution:
     """One run of a plan: the progress count and the normaliser shared by its tiles."""
 
-    def __init__(self, plan: "Plan", progress: ProgressFn | None, cancel: Any) -> None:
+    def __init__(self, plan: Plan, progress: ProgressFn | None, cancel: Any) -> None:
         self.plan = plan
         self.info = plan.restorer.info
         self.progress = progress

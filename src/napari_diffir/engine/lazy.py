@@ -103,7 +103,7 @@ def reset_block_stats() -> None:
 # The graph
 
 
-def graph(plan: "Plan"):
+def graph(plan: Plan):
     """The lazy result of a dask :class:`~.plan.Plan` (nothing is computed except the
     normalisation percentiles, read from a bounded strided sample, when the plan has none).
 
@@ -190,7 +190,7 @@ def _fmt_chunks(c: tuple[int, ...]) -> str:
 class _BlockTask:
     """The task run on every block: place it in the image, restore it with the engine."""
 
-    def __init__(self, plan: "Plan", chunks: tuple) -> None:
+    def __init__(self, plan: Plan, chunks: tuple) -> None:
         self.plan = plan
         """The whole image's plan, without its data (and without a named restorer's instance)."""
         self.chunks = chunks

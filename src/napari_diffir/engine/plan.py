@@ -77,7 +77,7 @@ class Plan:
 
 def plan(
     data: Any,
-    restorer: "str | Restorer",
+    restorer: str | Restorer,
     settings: RestoreSettings = DEFAULTS,
     *,
     mask: Any = None,
@@ -134,7 +134,7 @@ def plan(
     )
 
 
-def build_restorer(restorer: "str | Restorer", settings: RestoreSettings, lazy: bool):
+def build_restorer(restorer: str | Restorer, settings: RestoreSettings, lazy: bool):
     """The restorer instance, and for a name given with a dask array the spec workers build it
     from (the instance then comes from the per-process cache that those workers share)."""
     if lazy and isinstance(restorer, str):
@@ -148,7 +148,7 @@ def is_lazy(data: Any) -> bool:
     return type(data).__module__.startswith("dask.")
 
 
-def resolve_tile(tile_size: "int | str | None", info: RestorerInfo, yx: tuple[int, int], device) -> int:
+def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int, int], device) -> int:
     """The tile side: the whole image for ``None``, sized to ``device``'s memory for ``auto``."""
     if tile_size is None:
         return max(yx)

@@ -9,7 +9,7 @@ from ..registry import get_restorer
 from ..restorer import Restorer
 
 
-def resolve_restorer(restorer: "str | Restorer", weights: Any, options: dict | None) -> Restorer:
+def resolve_restorer(restorer: str | Restorer, weights: Any, options: dict | None) -> Restorer:
     """``restorer`` itself, or the registered restorer of that name built with weights and options."""
     if isinstance(restorer, Restorer):
         if weights is not None or options:
@@ -32,7 +32,7 @@ class RestorerSpec:
     options: tuple[tuple[str, Any], ...]
 
     @classmethod
-    def of(cls, name: str, weights: Any, options: dict | None) -> "RestorerSpec":
+    def of(cls, name: str, weights: Any, options: dict | None) -> RestorerSpec:
         opts = tuple(sorted((str(k), v) for k, v in (options or {}).items()))
         return cls(name, None if weights is None else str(weights), opts)
 

@@ -22,25 +22,25 @@ if TYPE_CHECKING:
 
 def restore(
     data: Any,
-    restorer: "str | Restorer",
+    restorer: str | Restorer,
     *,
     axes: str | None = D.axes,
     weights: str | None = D.weights,
-    tile_size: "int | str | None" = D.tile_size,
+    tile_size: int | str | None = D.tile_size,
     tile_overlap: int | None = D.tile_overlap,
     device: str = D.device,
     precision: str = D.precision,
     steps: int | None = D.steps,
     seed: int | None = D.seed,
     mask: Any = None,
-    progress: "ProgressFn | None" = None,
+    progress: ProgressFn | None = None,
     cancel: Any = None,
     normalize: str = D.normalize,
     percentiles: tuple[float, float] = D.percentiles,
     output_dtype: Any = D.output_dtype,
     rgb: bool | None = D.rgb,
     options: dict | None = D.options,
-) -> "np.ndarray":
+) -> np.ndarray:
     """Restore ``data`` with ``restorer`` and return a new array (the input is never modified).
 
     :param data: numpy array, array-like (Zarr, tifffile, napari layer) or dask array (lazy result).

@@ -37,7 +37,7 @@ class Result:
     seconds: float
 
     @classmethod
-    def of(cls, plan: "Plan", data: Any, seconds: float) -> "Result":
+    def of(cls, plan: Plan, data: Any, seconds: float) -> Result:
         info = plan.info
         steps = plan.settings.steps
         return cls(

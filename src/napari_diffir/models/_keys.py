@@ -16,7 +16,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 __all__ = ["has_all", "has_any", "missing", "seq_len", "shape_of"]
 

@@ -7,8 +7,9 @@ matched. Nothing depends on how a family, a class or a restorer is named.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,7 +26,7 @@ class ModelFamily:
     detect: Callable[[Mapping[str, Any]], bool]
     """Whether a state dict belongs to this family: no false negatives, rare false positives
     (the registry order resolves those)."""
-    from_state_dict: Callable[[Mapping[str, Any]], "nn.Module"]
+    from_state_dict: Callable[[Mapping[str, Any]], nn.Module]
     """Build the network a state dict belongs to and load it strictly; ``ValueError`` if it does not fit."""
-    describe: Callable[["nn.Module"], dict[str, Any]]
+    describe: Callable[[nn.Module], dict[str, Any]]
     """A short summary of a built network; its ``"task"`` is what ``RestorerInfo.accepted_tasks`` lists."""

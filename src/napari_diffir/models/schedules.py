@@ -10,8 +10,8 @@ and never look inside a model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class Schedule:
     """Weight of ``x_t`` in the posterior mean."""
 
     @classmethod
-    def from_betas(cls, betas: np.ndarray) -> "Schedule":
+    def from_betas(cls, betas: np.ndarray) -> Schedule:
         """The tables derived from ``betas`` (computed in float64, stored as float32)."""
         betas = np.asarray(betas, dtype=np.float64)
         alphas = 1.0 - betas
@@ -98,17 +98,17 @@ class Schedule:
         return cls(*(torch.tensor(v, dtype=torch.float32) for v in values))
 
     @classmethod
-    def cosine(cls, timesteps: int, s: float = 0.008) -> "Schedule":
+    def cosine(cls, timesteps: int, s: float = 0.008) -> Schedule:
         """SRDiff's schedule (see :func:`cosine_betas`)."""
         return cls.from_betas(cosine_betas(timesteps, s))
 
     @classmethod
-    def sqrt_linear(cls, timesteps: int, linear_start: float, linear_end: float) -> "Schedule":
+    def sqrt_linear(cls, timesteps: int, linear_start: float, linear_end: float) -> Schedule:
         """DiffIR's schedule (see :func:`sqrt_linear_betas`)."""
         return cls.from_betas(sqrt_linear_betas(timesteps, linear_start, linear_end))
 
     @classmethod
-    def from_tables(cls, tables: Mapping[str, torch.Tensor]) -> "Schedule":
+    def from_tables(cls, tables: Mapping[str, torch.Tensor]) -> Schedule:
         """The schedule held in ``tables`` (e.g. a model's buffers, keyed by :data:`BUFFER_NAMES`)."""
         return cls(*(tables[name] for name in BUFFER_NAMES))
 

@@ -51,7 +51,7 @@ class SourceLayer:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_layer(cls, layer) -> "SourceLayer":
+    def from_layer(cls, layer) -> SourceLayer:
         return cls(
             name=layer.name,
             scale=tuple(float(v) for v in layer.scale),

@@ -6,7 +6,8 @@ runs, and "Load checkpoint…"; a loaded file's detected architecture is shown u
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from magicgui.widgets import ComboBox, Label
 

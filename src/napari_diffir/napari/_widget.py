@@ -277,7 +277,7 @@ class RestoreWidget(Container):
         )
         return path or None
 
-    def load_checkpoint(self, path: "str | os.PathLike") -> bool:
+    def load_checkpoint(self, path: str | os.PathLike) -> bool:
         """Inspect the checkpoint at ``path`` and select it, with the restorer that runs it.
 
         The detected architecture is shown under the weights picker; a file that is not a

@@ -18,8 +18,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import Any
 
 import numpy as np
 
@@ -87,11 +88,11 @@ class Job(RestoreSettings):
     """What to restore (data, restorer, mask) and how (the settings it extends)."""
 
     data: Any
-    restorer: "str | Restorer"
+    restorer: str | Restorer
     mask: Any = None
 
     @classmethod
-    def of(cls, data: Any, restorer: "str | Restorer", settings: RestoreSettings, mask: Any = None) -> "Job":
+    def of(cls, data: Any, restorer: str | Restorer, settings: RestoreSettings, mask: Any = None) -> Job:
         return cls(data, restorer, mask, **{name: getattr(settings, name) for name in FIELDS})
 
     @property
@@ -167,7 +168,7 @@ def iter_restoration(
     step. Errors from the engine are re-raised here, in the generator's thread.
     """
     cancel = cancel if cancel is not None else threading.Event()
-    updates: "queue.Queue[Progress]" = queue.Queue()
+    updates: queue.Queue[Progress] = queue.Queue()
     result: dict[str, Any] = {}
     t0 = time.perf_counter()
 

@@ -89,7 +89,7 @@ class SRDiffRestorer(Restorer):
             scale=model.scale, in_channels=model.in_channels, out_channels=model.out_channels,
             multiple_of=model.lr_multiple, weights=os.fspath(path))
 
-    def to(self, device: torch.device | str) -> "SRDiffRestorer":
+    def to(self, device: torch.device | str) -> SRDiffRestorer:
         """Move the model; on CPU the U-Net weights are kept channels-last (faster oneDNN convs)."""
         import torch
 

@@ -134,7 +134,6 @@ def canonical_command(args: argparse.Namespace) -> str:
 
 def prepare(args: argparse.Namespace):
     """Validate everything and build ``(stage, sampler, val, loop_config, card)``; no training."""
-    import numpy as np
 
     from . import data as D
     from .degradations import Degradation

@@ -78,7 +78,7 @@ class Degradation:
     blur_sigma: tuple[float, float] = (0.5, 2.0)
 
     @classmethod
-    def preset(cls, name: str, scale: int = 1) -> "Degradation":
+    def preset(cls, name: str, scale: int = 1) -> Degradation:
         """Named recipes: ``denoise`` (blind Gaussian + Poisson–Gaussian), ``sr`` (bicubic only),
         ``sr-noisy`` (bicubic + mild noise), ``deblur`` (PSF blur + mild noise)."""
         if name == "denoise":

@@ -16,7 +16,7 @@ for 25 % (100k of 400k, LR x0.1 every 60k), then joint with LR x0.5 every 80k of
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch

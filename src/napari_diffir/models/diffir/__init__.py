@@ -10,7 +10,8 @@ checkpoint loader. The networks live in ``_arch/``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -10,7 +10,8 @@ families (``napari_diffir.models.schedules`` and ``.samplers``); they are re-exp
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

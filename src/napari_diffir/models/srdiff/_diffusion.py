@@ -9,7 +9,7 @@ schedule buffers), so ``state_dict()`` is key-for-key an official checkpoint's `
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

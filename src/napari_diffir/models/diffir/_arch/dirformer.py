@@ -10,7 +10,7 @@ project from the spec (docs in /work/shared/spec/diffir.md §2).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -1,6 +1,6 @@
 """SRDiff network modules (written for this project; attribute names follow the official release)."""
 
-from .blocks import Block, Downsample, RRDB, ResidualDenseBlock, ResnetBlock, SinusoidalPosEmb, Upsample
+from .blocks import RRDB, Block, Downsample, ResidualDenseBlock, ResnetBlock, SinusoidalPosEmb, Upsample
 from .rrdb import RRDBNet, cond_channels
 from .unet import Unet
 

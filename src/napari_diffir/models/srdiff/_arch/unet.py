@@ -12,7 +12,7 @@ computes that projection once per image instead of once per step.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

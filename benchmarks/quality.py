@@ -188,13 +188,13 @@ def _restorer(name: str, models: dict[str, str]):
 
 
 def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict[str, str], seed: int = 0,
-               json_path: str | None = None, references: bool = True) -> dict:
+               json_path: str | None = None, references: bool = True, only: list[str] | None = None) -> dict:
     """Per-set mean PSNR on Set12/BSD68 (denoising) and Set5/Set14 (x4 SR), public protocols."""
     import napari_diffir
     import public_sets as ps
     from napari_diffir.resize import imresize
 
-    names = {i.name for i in napari_diffir.list_restorers()}
+    names = {i.name for i in napari_diffir.list_restorers()} & set(only or ("diffir-denoise", "diffir-sr4", "srdiff-sr4"))
     extra = optional_denoisers() if references else {}
     results: dict = {"denoise": [], "sr4": [], "models": models}
     for set_name in [s for s in sets if s in ps.DENOISE_SETS]:
@@ -320,13 +320,15 @@ def main(argv=None) -> int:
     p.add_argument("--sigmas", default="15,25,50", help="with --testsets: Gaussian sigmas (0-255 scale)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
                    help="measure these weights as bundled model NAME (e.g. a training run's best.safetensors)")
+    p.add_argument("--only", help="with --testsets: comma-separated bundled models to measure (default: all)")
     p.add_argument("--no-references", action="store_true", help="with --testsets: skip BM3D (slow; sigma given)")
     args = p.parse_args(argv)
     models = dict(m.split("=", 1) for m in args.model)
     if args.testsets:
         sys.path.insert(0, str(Path(__file__).parent))
         run_public(args.testsets, args.sets.split(","), tuple(int(v) for v in args.sigmas.split(",")), models,
-                   seed=args.seed, json_path=args.json, references=not args.no_references)
+                   seed=args.seed, json_path=args.json, references=not args.no_references,
+                   only=args.only.split(",") if args.only else None)
         return 0
     run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed, ddpm=args.ddpm)
     return 0

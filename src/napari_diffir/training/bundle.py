@@ -72,7 +72,7 @@ def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, ha
     card["source_checkpoint"] = str(weights)
     card["data_provenance"] = data_provenance((card.get("data") or {}).get("sources", []))
     card["license"] = ("Weights: same license as napari-diffir. Training data (not redistributed): "
-                       + "; ".join(d["license"] for d in card["data_provenance"]))
+                       + "; ".join(f"{d['source']}: {d['license']}" for d in card["data_provenance"]))
     out.with_suffix(".json").write_text(json.dumps(card, indent=2))
     return out
 

@@ -203,6 +203,16 @@ def test_srdiff_needs_rrdb_then_trains_and_exports(image_dir, tmp_path, capsys):
     card = json.loads((tmp_path / "d" / "best.json").read_text())
     assert card["name"] == "srdiff-sr4" and card["scale"] == 4 and card["validation_input"]["psnr"] > 0
 
+    # fine-tuning: the encoder comes out of the whole SRDiff model, the rest from --init
+    assert _train("srdiff", "--stage", "diffusion", *common, "--steps", "1", "--rrdb", tmp_path / "d" / "best.safetensors",
+                  "--init", tmp_path / "d" / "best.safetensors", "--out", tmp_path / "ft") == 0
+    from safetensors.torch import load_file
+
+    before, after = load_file(str(tmp_path / "d" / "best.safetensors")), load_file(str(tmp_path / "ft" / "last.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("rrdb."))  # frozen encoder
+    started = json.loads((tmp_path / "d" / "best.json").read_text())["training"]
+    assert json.loads((tmp_path / "ft" / "best.json").read_text())["initialised_from"]["training"] == started
+
 
 def test_bundled_registers_only_installed_weights(tmp_path, monkeypatch):
     """No weights file, no restorer: a source checkout without weights lists nothing bundled."""

@@ -100,7 +100,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--dim-mults", type=_ints, default=(1, 2, 2, 4))
     p.add_argument("--rrdb-blocks", type=int, default=4)
     p.add_argument("--rrdb-feat", type=int, default=32)
-    p.add_argument("--rrdb", help="diffusion stage only: the pre-trained RRDB checkpoint")
+    p.add_argument("--rrdb", help="diffusion stage only: the pre-trained RRDB checkpoint, or an SRDiff model "
+                                  "(file or bundled name, e.g. srdiff-sr4) whose encoder is used")
     _common(p)
     p.set_defaults(func=run_train)
     return train
@@ -229,7 +230,7 @@ def prepare(args: argparse.Namespace):
     else:
         from .srdiff import DiffusionStage, RRDBStage
 
-        stage = RRDBStage(arch) if args.stage == "rrdb" else DiffusionStage(arch, args.rrdb)
+        stage = RRDBStage(arch) if args.stage == "rrdb" else DiffusionStage(arch, _existing(args.rrdb))
         name = args.name or f"srdiff-sr{scale}"
         variant = "RRDBNet" if args.stage == "rrdb" else "SRDiff"
         hyper = stage.net.hyperparameters
@@ -280,6 +281,14 @@ def check_device(name: str) -> None:
         raise ValueError(f"--device {name}: MPS is not available on this machine")
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device {name}: training runs on cpu, cuda or mps, not {device.type}")
+
+
+def _existing(spec: str) -> str:
+    """A weights file as given, or the file of the bundled model of that name."""
+    try:
+        return str(resolve_init(spec))
+    except ValueError:
+        return spec  # the stage reports the missing file with its own message
 
 
 def resolve_init(spec: str) -> Path:

@@ -97,7 +97,11 @@ class DiffusionStage(nn.Module):
         self.cfg = cfg
         self.net = build_srdiff(cfg)
         try:
-            self.net.rrdb.load_state_dict(load_file(str(rrdb_weights)), strict=True)
+            sd = load_file(str(rrdb_weights))
+            if any(k.startswith("rrdb.") for k in sd):  # a whole SRDiff model: take its encoder
+                sd = {k[len("rrdb."):]: v for k, v in sd.items() if k.startswith("rrdb.")}
+            own = self.net.rrdb.state_dict()
+            self.net.rrdb.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}, strict=True)
         except RuntimeError as exc:
             raise TrainingDataError(
                 f"The RRDB checkpoint {str(rrdb_weights)!r} does not match this configuration "

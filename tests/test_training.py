@@ -315,3 +315,18 @@ def test_gpu_script_trains_and_bundles_within_its_budget(tmp_path):
     assert "--device cpu" in card["training"]["command"] and "--init diffir-denoise" in card["training"]["command"]
     assert card["total_steps"] == 2 + card["initialised_from"]["total_steps"]
     assert card["data_provenance"][0]["source"] == "builtin:synthetic"
+
+
+def test_cli_sets_passive_openmp_waiting_before_torch_loads():
+    """The CLI process runs with OMP_WAIT_POLICY=PASSIVE unless the user set a policy."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, napari_diffir.cli, torch; print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"

@@ -11,6 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+# OpenMP's busy-waiting threads made steps 2.5-20x slower on a loaded machine; it must be set
+# before torch is imported (which the CLI only does inside its commands)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
 
 

@@ -258,6 +258,13 @@ def test_fine_tune_from_weights_without_a_teacher(image_dir, tmp_path, capsys):
     assert card["training"]["amp"] == "none" and card["training"]["channels_last"] is False
     log = [json.loads(line) for line in (ft / "log.jsonl").read_text().splitlines()]
     assert log[0]["event"] == "val"  # the starting model's score is the first point of the curve
+    from safetensors.torch import load_file
+
+    start, raw, ema = (load_file(str(f)) for f in (s2 / "best.safetensors", ft / "last.safetensors",
+                                                     ft / "last_ema.safetensors"))
+    moved = sum(float((raw[k] - start[k]).abs().sum()) for k in start if start[k].is_floating_point())
+    ema_moved = sum(float((ema[k] - start[k]).abs().sum()) for k in start if start[k].is_floating_point())
+    assert moved > 0 and ema_moved < 0.01 * moved  # the EMA keeps its full decay from the first step
     capsys.readouterr()
     assert _train("diffir", "--stage", "2", "--init", s2 / "best.safetensors", "--dim", "16", "--steps", "1",
                   "--out", tmp_path / "bad", *common[:-len(TINY_DIFFIR) - len(LOOP)],

@@ -242,7 +242,7 @@ def prepare(args: argparse.Namespace):
                      max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads, progress=not args.quiet,
                      resume=not args.no_resume, command=canonical_command(args), amp=args.amp,
                      channels_last=args.channels_last, device=args.device, workers=args.workers,
-                     compile=args.compile)
+                     compile=args.compile, ema_warmup=not args.init)
     card = {
         "name": name,
         "family": family,

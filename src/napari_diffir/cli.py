@@ -64,18 +64,17 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from .batch.stream import should_stream
     from .engine.plan import plan
     from .engine.run import run
+    from .io.outputs import check_not_input, check_output
     from .io.tiff import write_tiff_atomic
-    from .samples import read_image
+    from .samples import SAMPLE_PREFIX, read_image
 
     settings = _settings(args)
     if should_stream(args.input, args.output, chunk=args.chunk, scheduler=args.scheduler):
         return _cmd_restore_streaming(args, settings)
 
-    src, dst = os.path.abspath(args.input), os.path.abspath(args.output)
-    if src == dst:
-        raise ValueError("OUTPUT is the same file as INPUT; napari-diffir never overwrites its input")
-    if os.path.exists(dst) and not args.overwrite:
-        raise FileExistsError(f"Output {args.output!r} exists; pass --overwrite to replace it")
+    if not args.input.startswith(SAMPLE_PREFIX):
+        check_not_input(args.input, args.output)
+    check_output(args.output, args.overwrite)
     image = read_image(args.input)
     settings = dataclasses.replace(settings, axes=(settings.axes or image.axes).upper())
     mask = read_image(args.mask).data if args.mask else None

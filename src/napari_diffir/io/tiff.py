@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from .outputs import check_output, publish_file
 from .source import ImageSource
 
 # tifffile's axis letters -> ours: S (samples per pixel) is a colour channel; I/Q/R/... are
@@ -194,11 +195,8 @@ def open_tiff(path: str) -> ImageSource:
 def write_tiff_atomic(path: str, data: np.ndarray, axes: str, pixel_size: dict | None = None,
                       unit: str | None = None, overwrite: bool = False, metadata: dict | None = None) -> None:
     """Write an OME-TIFF via a temporary file in the same folder and an atomic rename."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"Output {path!r} exists; pass --overwrite to replace it")
+    check_output(path, overwrite)
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"Output folder {folder!r} does not exist")
     tiff_axes = axes.replace("S", "Q")
     if axes.endswith("C") and data.shape[-1] in (3, 4):  # RGB(A) stays interleaved samples
         tiff_axes = tiff_axes[:-1] + "S"
@@ -219,7 +217,7 @@ def write_tiff_atomic(path: str, data: np.ndarray, axes: str, pixel_size: dict |
             res = (1.0 / ps["X"], 1.0 / ps["Y"])
         tifffile.imwrite(tmp, data, ome=True, metadata=md, resolution=res,
                          photometric="rgb" if tiff_axes.endswith("S") else "minisblack")
-        os.replace(tmp, path)
+        publish_file(tmp, path, overwrite)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -16,7 +16,7 @@ import torch
 
 from ..restorer import RestorationCancelled, TileContext
 from .device import autocast, is_out_of_memory
-from .normalize import fit_normalizer, to_dtype
+from .normalize import fit_normalizer, to_dtype, working_dtype
 from .settings import MIN_TILE
 from .tiling import Tile, blend_weight, make_tiles, pad_to, padded_size
 
@@ -60,6 +60,9 @@ class _Execution:
         norm = p.normalizer
         if norm is None:
             norm = fit_normalizer(work, p.settings.normalize, p.settings.percentiles)
+        problem = norm.representable_problem(work.dtype, p.output_dtype)
+        if problem is not None:
+            raise ValueError(problem)
         n_planes = work.shape[0]
         groups = p.channels.groups
         h, w = layout.yx
@@ -78,9 +81,11 @@ class _Execution:
                     res = res.mean(axis=0, keepdims=True)
                 out_work[n, group.outputs] = res
         check_cancel(self.cancel)
+        final = np.empty(out_work.shape, working_dtype(p.output_dtype))
         for n in range(n_planes):
-            out_work[n] = norm.inverse(out_work[n])
-        out = layout.from_work(out_work, p.channels.out_channels, s)
+            final[n] = norm.inverse(out_work[n], final.dtype)
+        del out_work
+        out = layout.from_work(final, p.channels.out_channels, s)
         if p.output_dtype is not None:
             out = to_dtype(out, p.output_dtype)
         return np.ascontiguousarray(out)
@@ -183,7 +188,15 @@ class _Execution:
             raise ValueError(
                 f"Restorer {self.info.name!r} returned {got}, but expected (B, C, H*s, W*s) = {expected}"
             )
-        return out.float().cpu().numpy()[0]
+        result = out.float().cpu().numpy()[0]
+        finite = np.isfinite(result)
+        if not finite.all():
+            raise ValueError(
+                f"Restorer {self.info.name!r} returned {int(result.size - np.count_nonzero(finite))} NaN or "
+                f"infinite values for tile {k + 1} ({self._where(n, gi)}y {t.y0}, x {t.x0}); its weights or "
+                "options are broken, or the precision is too low (try precision='fp32')"
+            )
+        return result
 
     def _seed_for(self, plane: int, group: int) -> int:
         """Distinct, reproducible seeds per plane and channel group (one field per 2-D image)."""

@@ -36,7 +36,7 @@ from ..engine.run import run
 from ..engine.settings import DEFAULTS, RestoreSettings, from_text
 from ..io.identity import content_identity
 from ..io.omezarr import create_ome_zarr, forget_output_array, ngff_order, open_output_array
-from ..io.outputs import OutputLock, check_not_input, check_output, publish_file
+from ..io.outputs import OutputLock, check_not_input, check_output, check_space, publish_file
 from ..io.source import is_tiff_path, is_zarr_path, open_image
 from ..restorer import Restorer
 from .manifest import MANIFEST_NAME, Manifest, differences
@@ -122,6 +122,9 @@ def restore_file(
     started = time.perf_counter()
     settings = from_text(settings, **values)
     job = _plan(input, output, restorer, settings, chunk, overwrite)
+    # the result is written once into the partial Zarr, and once more for a TIFF output
+    nbytes = math.prod(job.out_shape) * np.dtype(job.engine.result_dtype).itemsize
+    check_space(job.dst, nbytes * (2 if job.kind == "tiff" else 1))
     with OutputLock(job.dst):  # a second run into this output fails here, before any work
         check_output(job.dst, overwrite, folder_ok=job.kind == "zarr")  # it may have finished meanwhile
         return _locked_run(job, settings, scheduler, workers, overwrite, resume, progress, say, started)
@@ -357,7 +360,12 @@ def _write_tasks(out, manifest: Manifest, partial: str, perm: list[int]) -> list
 def _store_block(block: np.ndarray, partial: str, region, perm, index):
     """Write one restored block into its region of the output (in a worker); return its index."""
     arr = open_output_array(partial)
-    arr[region] = np.transpose(block, perm)
+    try:
+        arr[region] = np.transpose(block, perm)
+    except OSError as exc:  # a full or read-only disk: name the folder, keep the finished blocks
+        if exc.errno is None or exc.filename:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror or exc} while writing", partial) from exc
     return index
 
 
@@ -395,9 +403,11 @@ def _finish(job: _StreamPlan, state: dict, result: Result, overwrite: bool) -> N
         write_tiff_from_zarr(tmp, arr, job.out_axes, state.get("pixel_size", {}),
                              state.get("units", {}), description=json.dumps(meta))
         publish_file(tmp, job.dst, overwrite)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            raise OSError(exc.errno, f"{exc.strerror or exc} while writing", job.dst) from exc
         raise
     shutil.rmtree(job.partial, ignore_errors=True)
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import stat
 
-__all__ = ["OutputBusyError", "OutputLock", "check_not_input", "check_output", "file_mode", "publish_file"]
+__all__ = ["OutputBusyError", "OutputLock", "check_not_input", "check_output", "check_space", "file_mode",
+           "publish_file"]
 
 
 class OutputBusyError(FileExistsError):
@@ -66,6 +68,23 @@ def check_output(output: str, overwrite: bool, *, folder_ok: bool = False) -> No
         raise FileNotFoundError(f"Output folder {parent!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "cannot write into the output folder", parent)
+
+
+def check_space(output: str, nbytes: int) -> None:
+    """Refuse a run whose output (``nbytes``) cannot fit in the free space of its folder."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(output)))
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise OSError(errno.ENOSPC, f"the output needs about {_size(nbytes)} but only {_size(free)} "
+                      "are free there", folder)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
 
 
 def file_mode(replaced: str | None = None) -> int:

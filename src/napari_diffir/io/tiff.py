@@ -61,21 +61,68 @@ def _kept_axes(axes: str, shape: tuple[int, ...]) -> list[int]:
 
 def read_tiff(path: str) -> TiffImage:
     """Read the first series of a TIFF with its axes and pixel size (OME, ImageJ or tags)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Input {path!r} does not exist")
+    check_input_file(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            check_complete(path, tif, series)
             data = series.asarray()
             axes = _map_axes(series.axes)
             pixel_size, unit = _pixel_size(tif, series)
-    except (tifffile.TiffFileError, ValueError, IndexError) as exc:
-        raise ValueError(f"{path!r} is not a readable TIFF ({exc})") from None
+    except UnreadableTiffError:
+        raise
+    except (OSError, MemoryError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the file's content
+            raise
+        raise UnreadableTiffError(f"{path!r} is not a readable TIFF ({_first_line(exc)})") from None
+    except Exception as exc:  # tifffile raises many types on damaged files
+        raise UnreadableTiffError(f"{path!r} is not a readable TIFF ({_first_line(exc)})") from None
     keep = _kept_axes(axes, data.shape)
     if len(keep) != data.ndim:
         data = data.reshape([data.shape[i] for i in keep])
         axes = "".join(axes[i] for i in keep)
     return TiffImage(data, axes, pixel_size, unit)
+
+
+class UnreadableTiffError(ValueError):
+    """A file that is not a TIFF, is damaged, or whose metadata contradict its data."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_input_file(path: str) -> None:
+    """An input that is missing, or a folder where a file is expected."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Input {path!r} does not exist")
+    if os.path.isdir(path):
+        raise UnreadableTiffError(f"Input {path!r} is a folder; name a TIFF file, or a Zarr folder "
+                                  "(*.zarr, *.ome.zarr)")
+
+
+def check_complete(path: str, tif: tifffile.TiffFile, series) -> None:
+    """Refuse a series whose metadata promise planes or bytes the file does not hold.
+
+    tifffile zeroes the planes an OME header names but the file lacks, and tags may claim a
+    60000x60000 image in a few hundred bytes; either would be restored as invented data.
+    """
+    pages = list(series.pages)
+    missing = sum(p is None for p in pages)
+    if missing:
+        raise UnreadableTiffError(
+            f"{path!r}: its metadata describe {len(pages)} planes (shape {tuple(series.shape)}), but "
+            f"{missing} of {len(pages)} planes are not in the file; the metadata contradicts the data")
+    size = os.path.getsize(path) if tif.filehandle.size is None else tif.filehandle.size
+    for page in pages:
+        ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts)]
+        expected = getattr(page, "nbytes", 0) if page.compression == 1 else 0
+        held = sum(int(n) for n in page.databytecounts)
+        if (ends and max(ends) > size) or held < expected:
+            raise UnreadableTiffError(
+                f"{path!r} is truncated: it claims {'x'.join(map(str, series.shape))} {series.dtype} "
+                f"pixels, but holds only {size} bytes")
 
 
 def _pixel_size(tif: tifffile.TiffFile, series) -> tuple[dict, str | None]:
@@ -127,6 +174,7 @@ class LazyTiff:
         self.series = series
         with tifffile.TiffFile(self.path) as tif:
             s = tif.series[series]
+            check_complete(self.path, tif, s)
             self.shape = tuple(int(n) for n in s.shape)
             self.dtype = np.dtype(s.dtype)
             self.tiff_axes = s.axes
@@ -174,12 +222,19 @@ def open_tiff(path: str) -> ImageSource:
     """A lazy :class:`ImageSource` for a TIFF/OME-TIFF/ImageJ TIFF, with axes and pixel sizes."""
     import dask.array as da
 
+    check_input_file(path)
     try:
         lazy = LazyTiff(path)
         with tifffile.TiffFile(lazy.path) as tif:
             sizes, unit = _pixel_size(tif, tif.series[0])
-    except (tifffile.TiffFileError, ValueError, IndexError) as exc:
-        raise ValueError(f"{path!r} is not a readable TIFF ({exc})") from None
+    except UnreadableTiffError:
+        raise
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise UnreadableTiffError(f"{path!r} is not a readable TIFF ({_first_line(exc)})") from None
+    except Exception as exc:
+        raise UnreadableTiffError(f"{path!r} is not a readable TIFF ({_first_line(exc)})") from None
     axes = _map_axes(lazy.tiff_axes)
     data = da.from_array(lazy, chunks=lazy.chunks(), asarray=True, lock=False,
                          name=f"tiff-{da.core.tokenize(lazy)}")
@@ -218,9 +273,11 @@ def write_tiff_atomic(path: str, data: np.ndarray, axes: str, pixel_size: dict |
         tifffile.imwrite(tmp, data, ome=True, metadata=md, resolution=res,
                          photometric="rgb" if tiff_axes.endswith("S") else "minisblack")
         publish_file(tmp, path, overwrite)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            raise OSError(exc.errno, f"{exc.strerror or exc} while writing", path) from exc
         raise
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..restorer import RestorationCancelled, TileContext
+from .cancel import call_cancellable, check_cancel
 from .device import autocast, is_out_of_memory
 from .normalize import fit_normalizer, to_dtype, working_dtype
 from .settings import MIN_TILE
@@ -26,15 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["ProgressFn", "check_cancel", "execute"]
 
 ProgressFn = Callable[[float, int, str], None]
-
-
-def check_cancel(cancel: Any) -> None:
-    """Raise :class:`RestorationCancelled` if ``cancel`` (an event or a callable) says stop."""
-    if cancel is None:
-        return
-    flag = cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
-    if flag:
-        raise RestorationCancelled("restoration cancelled")
 
 
 def execute(plan: Plan, progress: ProgressFn | None = None, cancel: Any = None) -> np.ndarray:
@@ -180,8 +172,11 @@ class _Execution:
             steps=p.settings.steps, seed=self._seed_for(n, gi), origin=(oy + t.y0, ox + t.x0),
             image_shape=p.image_yx or (h, w), scale=s, mask=mask_t, step_callback=on_step,
         )
-        with torch.inference_mode(), autocast(p.device, p.settings.precision):
-            out = p.restorer.restore_tile(inp, ctx)
+        def call():
+            with torch.inference_mode(), autocast(p.device, p.settings.precision):
+                return p.restorer.restore_tile(inp, ctx)
+
+        out = call_cancellable(call, self.cancel)  # returns on cancel even if ctx.step is never called
         expected = (1, p.channels.group_out, t.h * s, t.w * s)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

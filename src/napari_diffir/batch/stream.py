@@ -420,9 +420,9 @@ def _replace_dir(new: str, dst: str, overwrite: bool) -> None:
         old = dst + f".old-{os.getpid()}"
         os.rename(dst, old)
         os.rename(new, dst)
-        if os.path.isdir(old):
+        if os.path.isdir(old) and not os.path.islink(old):
             shutil.rmtree(old, ignore_errors=True)
-        else:
+        else:  # a file, or a symlink (removed itself: what it points to is not ours)
             os.remove(old)
     else:
         os.rename(new, dst)

@@ -74,6 +74,18 @@ def test_tiff_tags_that_claim_far_more_pixels_than_the_file_holds(tmp_path, cli)
     assert digest(path) == before and sorted(os.listdir(tmp_path)) == ["huge.tif"]
 
 
+@pytest.mark.parametrize("out", ["o.tif", "o.ome.zarr"])
+def test_an_imagej_stack_cut_short(tmp_path, cli, out):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.ones((10, 64, 64), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    code, err = cli("restore", path, tmp_path / out, "-r", "lanczos", "-q")
+    line = one_line_error(err)
+    assert code == 2 and "stack.tif" in line and ("truncated" in line or "not a readable TIFF" in line)
+    assert sorted(os.listdir(tmp_path)) == ["stack.tif"]
+
+
 def test_output_dtype_junk(tmp_path, tif, cli):
     code, err = cli("restore", tif, tmp_path / "o.tif", "-r", "tv", "--output-dtype", "junk", "-q")
     assert code == 2 and "output_dtype must be None, 'input' or a real numeric" in one_line_error(err)

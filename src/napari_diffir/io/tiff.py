@@ -13,6 +13,7 @@ so memory stays bounded.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
@@ -114,15 +115,26 @@ def check_complete(path: str, tif: tifffile.TiffFile, series) -> None:
         raise UnreadableTiffError(
             f"{path!r}: its metadata describe {len(pages)} planes (shape {tuple(series.shape)}), but "
             f"{missing} of {len(pages)} planes are not in the file; the metadata contradicts the data")
+    claimed = int((tif.imagej_metadata or {}).get("images", 0) or 0) if tif.is_imagej else 0
+    planes = math.prod(n for a, n in zip(series.axes, series.shape) if a not in "YXS")
+    if claimed > planes:
+        raise UnreadableTiffError(
+            f"{path!r}: its ImageJ metadata describe {claimed} planes, but {claimed - planes} of "
+            f"{claimed} planes are not in the file (truncated?); the metadata contradicts the data")
     size = os.path.getsize(path) if tif.filehandle.size is None else tif.filehandle.size
-    for page in pages:
+    # contiguous data (ImageJ stacks) is described once, for the whole series
+    short = series.dataoffset is not None and int(series.dataoffset) + int(series.nbytes) > size
+    for page in pages if not short else ():
         ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts)]
-        expected = getattr(page, "nbytes", 0) if page.compression == 1 else 0
+        expected = getattr(page, "nbytes", 0) if getattr(page, "compression", None) == 1 else 0
         held = sum(int(n) for n in page.databytecounts)
         if (ends and max(ends) > size) or held < expected:
-            raise UnreadableTiffError(
-                f"{path!r} is truncated: it claims {'x'.join(map(str, series.shape))} {series.dtype} "
-                f"pixels, but holds only {size} bytes")
+            short = True
+            break
+    if short:
+        raise UnreadableTiffError(
+            f"{path!r} is truncated: it claims {'x'.join(map(str, series.shape))} {series.dtype} "
+            f"pixels, but holds only {size} bytes")
 
 
 def _pixel_size(tif: tifffile.TiffFile, series) -> tuple[dict, str | None]:

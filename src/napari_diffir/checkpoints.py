@@ -90,9 +90,14 @@ def canonicalize(obj: Any) -> tuple[dict[str, torch.Tensor], str, dict]:
     """Unwrap containers to a flat state dict; returns (state dict, container path, extra info)."""
     path: list[str] = []
     extra: dict = {}
+    seen: set[int] = set()
     while not _is_state_dict(obj):
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"Expected a state dict or a dict containing one, but got {type(obj).__name__}")
+        if id(obj) in seen:  # {'params': <itself>}: unwrapping would never end
+            raise CheckpointError(f"The checkpoint's container {'/'.join(path)!r} contains itself; "
+                                  "it holds no state dict")
+        seen.add(id(obj))
         for key in ("global_step", "epoch", "iter"):
             if key in obj and isinstance(obj[key], (int, float)):
                 extra[key] = obj[key]
@@ -130,9 +135,19 @@ def detect_family(sd: Mapping[str, torch.Tensor]) -> ModelFamily:
     )
 
 
+def check_finite_tensors(sd: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or infinity: a model built from them returns garbage silently."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"The checkpoint holds NaN or infinite weights in {len(bad)} tensor(s) "
+                              f"({', '.join(bad[:3])}{more}); the file is damaged or the training diverged")
+
+
 def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str, dict]:
     obj = read_file(path)
     sd, container, extra = canonicalize(obj)
+    check_finite_tensors(sd)
     meta = _sidecar_card(path)
     if meta:
         extra["model_card"] = meta

@@ -1,6 +1,7 @@
 """``napari-diffir`` command line: list, restore, info, train.
 
-User errors (bad paths, bad options, unreadable checkpoints) print one line and exit with code 2;
+User errors (bad paths, bad options, unreadable checkpoints) and refusals of the environment
+(an ``OSError`` such as a full disk: the path and the reason) print one line and exit with code 2;
 anything else is a bug and keeps its traceback.
 """
 
@@ -64,28 +65,31 @@ def _settings(args: argparse.Namespace):
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     import dataclasses
+    import math
 
     from .batch.stream import should_stream
     from .engine.plan import plan
     from .engine.run import run
+    from .io.outputs import check_not_input, check_output, check_space
     from .io.tiff import write_tiff_atomic
-    from .samples import read_image
+    from .samples import SAMPLE_PREFIX, read_image
 
     settings = _settings(args)
     if should_stream(args.input, args.output, chunk=args.chunk, scheduler=args.scheduler):
         return _cmd_restore_streaming(args, settings)
 
-    src, dst = os.path.abspath(args.input), os.path.abspath(args.output)
-    if src == dst:
-        raise ValueError("OUTPUT is the same file as INPUT; napari-diffir never overwrites its input")
-    if os.path.exists(dst) and not args.overwrite:
-        raise FileExistsError(f"Output {args.output!r} exists; pass --overwrite to replace it")
+    if not args.input.startswith(SAMPLE_PREFIX):
+        check_not_input(args.input, args.output)
+    check_output(args.output, args.overwrite)
     image = read_image(args.input)
     settings = dataclasses.replace(settings, axes=(settings.axes or image.axes).upper())
     mask = read_image(args.mask).data if args.mask else None
+    job = plan(image.data, args.restorer, settings, mask=mask)
+    out_shape = job.layout.output_shape(job.channels.out_channels, job.info.scale)
+    check_space(args.output, math.prod(out_shape) * job.result_dtype.itemsize)
     bar = _progress_bar(args.quiet)
     try:
-        result = run(plan(image.data, args.restorer, settings, mask=mask), progress=bar.update if bar else None)
+        result = run(job, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
@@ -207,7 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CheckpointError, *USER_ERRORS) as exc:
-        print(f"napari-diffir {args.command}: error: {exc}", file=sys.stderr)
+        text = _os_error(exc) if isinstance(exc, OSError) and exc.errno is not None else _one_line(exc)
+        print(f"napari-diffir {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment (permissions, space, a folder): say which path and why
+        if exc.errno is None:
+            raise
+        print(f"napari-diffir {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `napari-diffir list | head`
         sys.stdout = open(os.devnull, "w")
@@ -216,6 +226,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"napari-diffir {args.command}: interrupted; the output was not written "
               "(a streamed run keeps OUTPUT.partial and resumes from it)", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _os_error(exc: OSError) -> str:
+    """``why: path`` of an OSError (``[Errno 28] No space left on device`` -> the reason only)."""
+    why = exc.strerror or _one_line(exc)
+    where = exc.filename
+    return f"{why}: {where}" if where else why
 
 
 if __name__ == "__main__":

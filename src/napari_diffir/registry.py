@@ -30,11 +30,15 @@ DEFAULT_PLUGINS = (
     "napari_diffir.restorers.baselines",
 )
 
-__all__ = ["get_restorer", "list_restorers", "plugin_manager", "UnknownRestorerError"]
+__all__ = ["RestorerStartError", "UnknownRestorerError", "get_restorer", "list_restorers", "plugin_manager"]
 
 
 class UnknownRestorerError(ValueError):
     """Raised for a restorer name nobody registered."""
+
+
+class RestorerStartError(ValueError):
+    """A registered restorer's constructor failed (the cause is chained)."""
 
 
 class PluginWarning(UserWarning):
@@ -192,12 +196,24 @@ def get_restorer(name: str, **options: Any) -> Restorer:
     clean: dict[str, Any] = {}
     for key, value in options.items():
         if key == "weights":
+            if info.weights_policy == "none" and value is not None:
+                raise ValueError(f"Restorer {name!r} takes no weights; leave weights unset")
             clean[key] = value
             continue
         if key not in valid:
             names = ", ".join(["weights", *valid]) or "none"
             raise ValueError(f"Restorer {name!r} has no option {key!r}; valid options: {names}")
         clean[key] = valid[key].validate(value)
-    restorer = cls(**clean)
-    restorer.info = restorer.info.replace(source=_registry()[name].source)
+    source = _registry()[name].source
+    try:
+        restorer = cls(**clean)
+    except (ValueError, OSError):  # the restorer's own message (a bad checkpoint, a missing file)
+        raise
+    except Exception as exc:  # a plugin's bug must not look like ours, nor hang a frontend
+        raise RestorerStartError(
+            f"Restorer {name!r} ({source}) failed to start: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(getattr(restorer, "info", None), RestorerInfo):
+        raise RestorerStartError(f"Restorer {name!r} ({source}) has no RestorerInfo after construction; "
+                                 "its __init__ must call super().__init__(**options)")
+    restorer.info = restorer.info.replace(source=source)
     return restorer

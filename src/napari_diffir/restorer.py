@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -60,16 +61,13 @@ class Option:
         if value is None:
             return None
         try:
-            if self.type is bool and isinstance(value, str):
-                converted: Any = value.strip().lower() in ("1", "true", "yes", "on")
-            elif self.type is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            else:
-                converted = self.type(value)
-        except (TypeError, ValueError):
+            converted: Any = self._convert(value)
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(
                 f"Option {self.name!r} expects {self.type.__name__}, but got {value!r}"
             ) from None
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ValueError(f"Option {self.name!r} must be a finite number, but got {value!r}")
         if self.choices is not None and converted not in self.choices:
             raise ValueError(
                 f"Option {self.name!r} must be one of {list(self.choices)}, but got {value!r}"
@@ -79,6 +77,35 @@ class Option:
         if self.max is not None and converted > self.max:
             raise ValueError(f"Option {self.name!r} must be <= {self.max}, but got {value!r}")
         return converted
+
+    def _convert(self, value: Any) -> Any:
+        """The value as the option's type; a value that only converts by accident is refused
+        (``'maybe'`` is no bool, ``1.5`` no int, ``True`` no number)."""
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+                return _BOOL_WORDS[value.strip().lower()]
+            if isinstance(value, (int, float)) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if self.type in (int, float) and isinstance(value, bool):
+            raise ValueError
+        if self.type is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, str):
+                return int(value.strip())
+            return int(value)
+        if self.type is float and isinstance(value, str):
+            return float(value.strip())
+        if self.type is str and not isinstance(value, str):
+            raise TypeError
+        return self.type(value)
+
+
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False}
 
 
 @dataclass(frozen=True)

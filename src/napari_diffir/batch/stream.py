@@ -34,7 +34,9 @@ from ..engine.plan import Plan, build_restorer, plan, resolve_tile, round_halo
 from ..engine.result import Result
 from ..engine.run import run
 from ..engine.settings import DEFAULTS, RestoreSettings, from_text
+from ..io.identity import content_identity
 from ..io.omezarr import create_ome_zarr, forget_output_array, ngff_order, open_output_array
+from ..io.outputs import OutputLock, check_not_input, check_output, check_space, publish_file
 from ..io.source import is_tiff_path, is_zarr_path, open_image
 from ..restorer import Restorer
 from .manifest import MANIFEST_NAME, Manifest, differences
@@ -116,12 +118,22 @@ def restore_file(
     :param resume: continue an interrupted run with the same settings (default); ``False``
         discards it.
     """
-    from .executors import open_scheduler
-
     say = log or (lambda msg: print(msg, file=sys.stderr) if progress else None)
     started = time.perf_counter()
     settings = from_text(settings, **values)
     job = _plan(input, output, restorer, settings, chunk, overwrite)
+    # the result is written once into the partial Zarr, and once more for a TIFF output
+    nbytes = math.prod(job.out_shape) * np.dtype(job.engine.result_dtype).itemsize
+    check_space(job.dst, nbytes * (2 if job.kind == "tiff" else 1))
+    with OutputLock(job.dst):  # a second run into this output fails here, before any work
+        check_output(job.dst, overwrite, folder_ok=job.kind == "zarr")  # it may have finished meanwhile
+        return _locked_run(job, settings, scheduler, workers, overwrite, resume, progress, say, started)
+
+
+def _locked_run(job, settings, scheduler, workers, overwrite, resume, progress, say, started) -> StreamResult:
+    """Resume or start, run every block, publish: while holding the output's lock."""
+    from .executors import open_scheduler
+
     manifest = _resumable(job, settings.seed, resume, overwrite, say)
     with open_scheduler(scheduler, workers=workers) as sched:  # connect before writing anything
         if manifest is None:
@@ -149,7 +161,7 @@ def restore_file(
             raise
     forget_output_array(job.partial)
     seconds = time.perf_counter() - started
-    _finish(job, state, dataclasses.replace(result, seconds=seconds))
+    _finish(job, state, dataclasses.replace(result, seconds=seconds), overwrite)
     return StreamResult(
         output=job.dst, shape=job.out_shape, dtype=str(engine.result_dtype), axes=job.out_axes,
         chunks_total=manifest.total, chunks_computed=len(tasks), chunks_resumed=resumed,
@@ -177,13 +189,10 @@ class _StreamPlan:
 
 def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) -> _StreamPlan:
     src, dst = os.path.abspath(str(input)).rstrip("/\\"), os.path.abspath(str(output)).rstrip("/\\")
-    if src == dst:
-        raise ValueError("OUTPUT is the same as INPUT; napari-diffir never overwrites its input")
+    check_not_input(src, dst)
     kind = output_kind(dst)
-    if os.path.exists(dst) and not overwrite:
-        raise FileExistsError(f"Output {output!r} exists; pass --overwrite to replace it")
-    if not os.path.isdir(os.path.dirname(dst)):
-        raise FileNotFoundError(f"Output folder {os.path.dirname(dst)!r} does not exist")
+    check_output(dst, overwrite, folder_ok=kind == "zarr")
+    check_not_input(src, dst + ".partial")
     source = open_image(src, settings.axes)
     ax = source.axes
     layout = Layout(ax, tuple(int(n) for n in source.data.shape))
@@ -262,19 +271,16 @@ def _chunk_size(chunk, tile: int, halo: int, m: int) -> int:
     return int(chunk)
 
 
-def _identity(path: str) -> list:
-    """Size and modification time of a file input (a changed input must not be resumed)."""
-    if os.path.isfile(path):
-        st = os.stat(path)
-        return [st.st_size, st.st_mtime_ns]
-    return []
+def _identity(path: str) -> str | None:
+    """The content fingerprint of a file or folder input (a changed input must not be resumed)."""
+    return content_identity(path) if os.path.exists(path) else None
 
 
 def _weights_identity(weights: Any):
     if weights is None:
         return None
     w = str(weights)
-    return [os.path.abspath(w), *_identity(w)] if os.path.isfile(w) else w
+    return [os.path.abspath(w), _identity(w)] if os.path.isfile(w) else w
 
 
 def _resumable(job: _StreamPlan, seed, resume: bool, overwrite: bool, say) -> Manifest | None:
@@ -354,7 +360,12 @@ def _write_tasks(out, manifest: Manifest, partial: str, perm: list[int]) -> list
 def _store_block(block: np.ndarray, partial: str, region, perm, index):
     """Write one restored block into its region of the output (in a worker); return its index."""
     arr = open_output_array(partial)
-    arr[region] = np.transpose(block, perm)
+    try:
+        arr[region] = np.transpose(block, perm)
+    except OSError as exc:  # a full or read-only disk: name the folder, keep the finished blocks
+        if exc.errno is None or exc.filename:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror or exc} while writing", partial) from exc
     return index
 
 
@@ -373,7 +384,7 @@ def _run(tasks, manifest: Manifest, sched, progress, name) -> None:
         bar.close()
 
 
-def _finish(job: _StreamPlan, state: dict, result: Result) -> None:
+def _finish(job: _StreamPlan, state: dict, result: Result, overwrite: bool) -> None:
     """Record the provenance, publish the result at ``dst`` in one rename, drop the partial folder."""
     import zarr
 
@@ -381,7 +392,7 @@ def _finish(job: _StreamPlan, state: dict, result: Result) -> None:
     meta = {**result.provenance(), "input": job.signature["input"], "axes": job.signature["axes"]}
     if job.kind == "zarr":
         zarr.open_group(job.partial, mode="r+").attrs["napari_diffir"] = meta
-        _replace_dir(job.partial, job.dst)
+        _replace_dir(job.partial, job.dst, overwrite)
         return
     from ..io.tiff import write_tiff_from_zarr
 
@@ -391,22 +402,27 @@ def _finish(job: _StreamPlan, state: dict, result: Result) -> None:
     try:
         write_tiff_from_zarr(tmp, arr, job.out_axes, state.get("pixel_size", {}),
                              state.get("units", {}), description=json.dumps(meta))
-        os.replace(tmp, job.dst)
-    except BaseException:
+        publish_file(tmp, job.dst, overwrite)
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            raise OSError(exc.errno, f"{exc.strerror or exc} while writing", job.dst) from exc
         raise
     shutil.rmtree(job.partial, ignore_errors=True)
 
 
-def _replace_dir(new: str, dst: str) -> None:
-    if os.path.exists(dst):  # --overwrite: move the old output aside first, delete it last
+def _replace_dir(new: str, dst: str, overwrite: bool) -> None:
+    if os.path.lexists(dst) and not overwrite:  # appeared during the run; keep both, say so
+        raise FileExistsError(f"Output {dst!r} appeared while this run was writing it; the result "
+                              f"stays in {new}, pass --overwrite to replace it")
+    if os.path.lexists(dst):  # --overwrite: move the old output aside first, delete it last
         old = dst + f".old-{os.getpid()}"
         os.rename(dst, old)
         os.rename(new, dst)
-        if os.path.isdir(old):
+        if os.path.isdir(old) and not os.path.islink(old):
             shutil.rmtree(old, ignore_errors=True)
-        else:
+        else:  # a file, or a symlink (removed itself: what it points to is not ours)
             os.remove(old)
     else:
         os.rename(new, dst)

@@ -15,6 +15,9 @@ def default_axes(shape: tuple[int, ...], rgb: bool | None = None) -> str:
     ndim = len(shape)
     if ndim < 2:
         raise ValueError(f"Expected an image with at least 2 dimensions (Y, X), but got shape {shape}")
+    if rgb and (ndim < 3 or shape[-1] not in (3, 4)):
+        raise ValueError(f"rgb=True needs a last axis of 3 or 4 colours and at least 3 dimensions, but "
+                         f"the image has shape {tuple(shape)}; leave rgb unset or pass axes=")
     is_rgb = rgb if rgb is not None else (ndim == 3 and shape[-1] in (3, 4))
     if is_rgb:
         return "YXC" if ndim == 3 else "TYXC"[-ndim:] if ndim <= 4 else "TZYXC"[-ndim:]
@@ -95,14 +98,6 @@ class Layout:
         for a, n in zip(self.axes, self.shape):
             out.append(n * scale if a in "YX" else channels if a == "C" else n)
         return tuple(out)
-
-
-def squeeze_channels_ok(layout: Layout, out_channels: int) -> None:
-    if "C" not in layout.axes and out_channels != 1:
-        raise ValueError(
-            f"The restorer returns {out_channels} channels but the input has no C axis; "
-            "pass axes with a C axis"
-        )
 
 
 def as_array(data) -> np.ndarray:

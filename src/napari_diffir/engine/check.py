@@ -9,13 +9,15 @@ image and every dask block on its own block.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from .axes import Layout, axes_for
 from .channels import channel_map
-from .settings import DEFAULTS, MIN_TILE, PRECISIONS, Problem, RestoreSettings
+from .normalize import MODES
+from .settings import DEFAULTS, MIN_TILE, PRECISIONS, SEED_LIMIT, Problem, RestoreSettings
 
 __all__ = ["MIN_IMAGE", "check", "check_finite", "precision_problem"]
 
@@ -47,6 +49,8 @@ def check(
     problems = _data_problems(shape, dtype)
     if problems:
         return problems
+    if settings.rgb is not None and not isinstance(settings.rgb, (bool, np.bool_)):
+        return [Problem("rgb", f"rgb must be True, False or None, but got {settings.rgb!r}")]
     try:
         layout = Layout(axes_for(shape, settings.axes, settings.rgb), shape)
     except ValueError as exc:
@@ -56,6 +60,7 @@ def check(
         problems.append(Problem("axes", (
             f"The image is too small ({h}x{w} in Y, X); at least {MIN_IMAGE}x{MIN_IMAGE} pixels "
             f"are needed (check axes={layout.axes!r})")))
+    problems += _device_problems(settings.device)
     precision = precision_problem(settings.precision, device_type)
     if precision is not None:
         problems.append(precision)
@@ -63,16 +68,12 @@ def check(
         problems.append(Problem("precision", (
             f"Restorer {info.name!r} does not support precision {settings.precision!r}; use 'fp32'")))
     problems += _steps_problems(info, settings.steps)
-    if info is not None and channel_map(layout.channels, info) is None:
-        problems.append(Problem("restorer", (
-            f"Restorer {info.name!r} takes {info.in_channels} channel(s) but the image has "
-            f"{layout.channels} (axes {layout.axes!r}, shape {layout.shape}); select a channel or "
-            "use a matching restorer")))
-    try:
-        settings.output_dtype_for(dtype)
-    except (TypeError, ValueError):
-        problems.append(Problem("output_dtype", (
-            f"output_dtype must be None, 'input' or a numpy dtype, but got {settings.output_dtype!r}")))
+    problems += _seed_problems(settings.seed)
+    problems += _normalize_problems(settings.normalize, settings.percentiles)
+    problems += _channel_problems(info, layout)
+    problems += _output_dtype_problems(settings, dtype)
+    if info is not None and settings.weights is not None and info.weights_policy == "none":
+        problems.append(Problem("weights", f"Restorer {info.name!r} takes no weights; leave weights unset"))
     problems += _tile_problems(info, layout, settings, auto_tile)
     problems += _mask_problems(info, layout, mask_shape)
     return problems
@@ -102,6 +103,69 @@ def _data_problems(shape: tuple[int, ...], dtype: np.dtype) -> list[Problem]:
     if np.issubdtype(dtype, np.complexfloating):
         return [Problem("data", "Complex images are not supported; pass the magnitude or real part")]
     return []
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+
+
+def _device_problems(device: Any) -> list[Problem]:
+    """A device name that is not ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` (e.g. ``meta``)."""
+    name = getattr(device, "type", None) if not isinstance(device, str) else device.strip().lower()
+    if isinstance(name, str) and _DEVICE.fullmatch(name if isinstance(device, str) else name):
+        return []
+    return [Problem("device", (
+        f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', but got {device!r}"))]
+
+
+def _seed_problems(seed: Any) -> list[Problem]:
+    if seed is None:
+        return []
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_LIMIT:
+        return [Problem("seed", f"seed must be a whole number in 0..{SEED_LIMIT} or None, but got {seed!r}")]
+    return []
+
+
+def _normalize_problems(mode: Any, percentiles: Any) -> list[Problem]:
+    if mode not in MODES:
+        return [Problem("normalize", f"normalize must be one of {MODES}, but got {mode!r}")]
+    try:
+        low, high = (float(p) for p in percentiles)
+        ok = 0 <= low < high <= 100
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        return [Problem("percentiles", (
+            f"percentiles must be two numbers (low, high) with 0 <= low < high <= 100, but got {percentiles!r}"))]
+    return []
+
+
+def _channel_problems(info: Any, layout: Layout) -> list[Problem]:
+    """A channel count the model cannot take, and a multi-channel result with no C axis to hold it."""
+    if info is None:
+        return []
+    cm = channel_map(layout.channels, info)
+    if cm is None:
+        return [Problem("restorer", (
+            f"Restorer {info.name!r} takes {info.in_channels} channel(s) but the image has "
+            f"{layout.channels} (axes {layout.axes!r}, shape {layout.shape}); select a channel or "
+            "use a matching restorer"))]
+    if "C" not in layout.axes and cm.out_channels != 1:
+        return [Problem("restorer", (
+            f"Restorer {info.name!r} returns {cm.out_channels} channels, but the image (axes "
+            f"{layout.axes!r}) has no C axis to hold them; pass axes with a C axis"))]
+    return []
+
+
+def _output_dtype_problems(settings: RestoreSettings, dtype: np.dtype) -> list[Problem]:
+    try:
+        out = settings.output_dtype_for(dtype)
+    except (TypeError, ValueError):
+        out = np.dtype(object)
+    if out is None or (out != np.bool_ and (np.issubdtype(out, np.integer) or np.issubdtype(out, np.floating))):
+        return []
+    return [Problem("output_dtype", (
+        "output_dtype must be None, 'input' or a real numeric numpy dtype (e.g. 'uint16', "
+        f"'float32'), but got {settings.output_dtype!r}"))]
 
 
 def _steps_problems(info: Any, steps: Any) -> list[Problem]:
@@ -157,4 +221,6 @@ def _mask_problems(info: Any, layout: Layout, mask_shape: tuple[int, ...] | None
     if tuple(mask_shape) not in (yx, no_c):
         return [Problem("mask", (
             f"mask has shape {tuple(mask_shape)}, but expected {yx} (Y, X) or {no_c} (the image without C)"))]
+    if info is not None and not info.needs_mask:
+        return [Problem("mask", f"Restorer {info.name!r} takes no mask; leave mask unset")]
     return []

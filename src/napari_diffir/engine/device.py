@@ -23,10 +23,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
                 return torch.device("mps")
             return torch.device("cpu")
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+        dev = _named_device(device)
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(f"device {device!r} cannot run a restoration; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU ({describe_devices()})")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -36,10 +35,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def check_device_name(device: str | torch.device) -> None:
     """Check the spelling only: a dask worker checks availability itself (its GPUs may differ)."""
-    if isinstance(device, torch.device) or str(device).strip().lower() == "auto":
+    if not isinstance(device, torch.device) and str(device).strip().lower() == "auto":
         return
+    dev = device if isinstance(device, torch.device) else _named_device(device)
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(f"device {device!r} cannot run a restoration; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+"""Devices that hold real tensors (``meta``, ``xla``, ... cannot run the engine)."""
+
+
+def _named_device(device) -> torch.device:
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a name such as 'cpu' or 'cuda:0', but got {device!r}")
     try:
-        torch.device(str(device).strip().lower())
+        return torch.device(device.strip().lower())
     except RuntimeError:
         raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
 

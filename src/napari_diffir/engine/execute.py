@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from ..restorer import RestorationCancelled, TileContext
+from .cancel import call_cancellable, check_cancel
 from .device import autocast, is_out_of_memory
-from .normalize import fit_normalizer, to_dtype
+from .normalize import fit_normalizer, to_dtype, working_dtype
 from .settings import MIN_TILE
 from .tiling import Tile, blend_weight, make_tiles, pad_to, padded_size
 
@@ -26,15 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["ProgressFn", "check_cancel", "execute"]
 
 ProgressFn = Callable[[float, int, str], None]
-
-
-def check_cancel(cancel: Any) -> None:
-    """Raise :class:`RestorationCancelled` if ``cancel`` (an event or a callable) says stop."""
-    if cancel is None:
-        return
-    flag = cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
-    if flag:
-        raise RestorationCancelled("restoration cancelled")
 
 
 def execute(plan: Plan, progress: ProgressFn | None = None, cancel: Any = None) -> np.ndarray:
@@ -60,6 +52,9 @@ class _Execution:
         norm = p.normalizer
         if norm is None:
             norm = fit_normalizer(work, p.settings.normalize, p.settings.percentiles)
+        problem = norm.representable_problem(work.dtype, p.output_dtype)
+        if problem is not None:
+            raise ValueError(problem)
         n_planes = work.shape[0]
         groups = p.channels.groups
         h, w = layout.yx
@@ -78,9 +73,11 @@ class _Execution:
                     res = res.mean(axis=0, keepdims=True)
                 out_work[n, group.outputs] = res
         check_cancel(self.cancel)
+        final = np.empty(out_work.shape, working_dtype(p.output_dtype))
         for n in range(n_planes):
-            out_work[n] = norm.inverse(out_work[n])
-        out = layout.from_work(out_work, p.channels.out_channels, s)
+            final[n] = norm.inverse(out_work[n], final.dtype)
+        del out_work
+        out = layout.from_work(final, p.channels.out_channels, s)
         if p.output_dtype is not None:
             out = to_dtype(out, p.output_dtype)
         return np.ascontiguousarray(out)
@@ -175,15 +172,26 @@ class _Execution:
             steps=p.settings.steps, seed=self._seed_for(n, gi), origin=(oy + t.y0, ox + t.x0),
             image_shape=p.image_yx or (h, w), scale=s, mask=mask_t, step_callback=on_step,
         )
-        with torch.inference_mode(), autocast(p.device, p.settings.precision):
-            out = p.restorer.restore_tile(inp, ctx)
+        def call():
+            with torch.inference_mode(), autocast(p.device, p.settings.precision):
+                return p.restorer.restore_tile(inp, ctx)
+
+        out = call_cancellable(call, self.cancel)  # returns on cancel even if ctx.step is never called
         expected = (1, p.channels.group_out, t.h * s, t.w * s)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
                 f"Restorer {self.info.name!r} returned {got}, but expected (B, C, H*s, W*s) = {expected}"
             )
-        return out.float().cpu().numpy()[0]
+        result = out.float().cpu().numpy()[0]
+        finite = np.isfinite(result)
+        if not finite.all():
+            raise ValueError(
+                f"Restorer {self.info.name!r} returned {int(result.size - np.count_nonzero(finite))} NaN or "
+                f"infinite values for tile {k + 1} ({self._where(n, gi)}y {t.y0}, x {t.x0}); its weights or "
+                "options are broken, or the precision is too low (try precision='fp32')"
+            )
+        return result
 
     def _seed_for(self, plane: int, group: int) -> int:
         """Distinct, reproducible seeds per plane and channel group (one field per 2-D image)."""

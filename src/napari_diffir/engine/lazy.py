@@ -116,6 +116,9 @@ def graph(plan: Plan):
     norm = plan.normalizer
     if norm is None:
         norm = fit_normalizer_dask(x, layout, plan.settings.normalize, plan.settings.percentiles)
+    problem = norm.representable_problem(x.dtype, plan.output_dtype)
+    if problem is not None:  # before any block runs
+        raise ValueError(problem)
     template = dataclasses.replace(
         plan, data=None, mask=None, normalizer=norm, restorer=plan.restorer if plan.spec is None else None)
     fn = _BlockTask(template, tuple(x.chunks))

@@ -8,6 +8,9 @@ import numpy as np
 
 MODES = ("percentile", "minmax", "dtype", "none")
 DEFAULT_PERCENTILES = (1.0, 99.8)
+MIN_LEVELS = 1024
+"""Fewest distinct output values across an image's range that a float output must offer (unless
+the input itself has fewer)."""
 
 
 @dataclass(frozen=True)
@@ -18,22 +21,54 @@ class Normalizer:
     hi: np.ndarray
 
     def forward(self, plane: np.ndarray) -> np.ndarray:
-        """(C, Y, X) -> float32 normalised (C, Y, X)."""
-        lo, span = self._lo_span(plane.shape[0])
-        return ((plane.astype(np.float32, copy=False) - lo) / span).astype(np.float32, copy=False)
+        """(C, Y, X) -> float32 normalised (C, Y, X).
 
-    def inverse(self, plane: np.ndarray) -> np.ndarray:
+        The offset is subtracted in float64 before the cast: ``2**40 + k`` (int64) or
+        ``1e9 + k`` (float64) would lose ``k`` in float32 before the subtraction.
+        """
         lo, span = self._lo_span(plane.shape[0])
-        return plane * span + lo
+        return ((plane.astype(np.float64, copy=False) - lo) / span).astype(np.float32)
+
+    def inverse(self, plane: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Normalised (C, Y, X) -> intensities in ``dtype`` (computed in float64)."""
+        lo, span = self._lo_span(plane.shape[0])
+        return (plane.astype(np.float64, copy=False) * span + lo).astype(dtype, copy=False)
 
     def _lo_span(self, channels: int):
-        lo = self.lo.astype(np.float32)
-        hi = self.hi.astype(np.float32)
+        lo = np.asarray(self.lo, np.float64)
+        hi = np.asarray(self.hi, np.float64)
         if lo.size != channels:  # a restorer changed the channel count (e.g. RGB -> gray)
-            lo, hi = np.full(channels, lo.mean(), np.float32), np.full(channels, hi.mean(), np.float32)
+            lo, hi = np.full(channels, lo.mean()), np.full(channels, hi.mean())
         span = hi - lo
         span[span <= 0] = 1.0
         return lo[:, None, None], span[:, None, None]
+
+    def representable_problem(self, input_dtype, output_dtype) -> str | None:
+        """Why a result in ``output_dtype`` (``None``: float32) cannot hold this image's values.
+
+        Refused: a range that is not finite, values beyond the dtype's range, and a range the
+        dtype resolves in fewer steps than the input does (``1e9 + [0, 1000]`` in float32 has
+        16 distinct values).
+        """
+        lo, hi = np.asarray(self.lo, np.float64), np.asarray(self.hi, np.float64)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and np.isfinite(hi - lo).all()):
+            return ("The image's intensity range is not finite (it spans more than float64 can hold); "
+                    "rescale it first")
+        out = np.dtype(np.float32 if output_dtype is None else output_dtype)
+        if not np.issubdtype(out, np.floating):
+            return None  # integers are rounded and clipped by design
+        largest = float(np.max(np.maximum(np.abs(lo), np.abs(hi))))
+        span = float(np.min(hi - lo))
+        hint = "pass output_dtype='float64' (or 'input'), or subtract the offset first"
+        if largest > float(np.finfo(out).max):
+            return f"The image's values (up to {largest:.3g}) exceed the range of {out} output; {hint}"
+        step = float(np.spacing(out.type(largest)))
+        given = np.dtype(input_dtype)
+        own = 1.0 if np.issubdtype(given, np.integer) else float(np.spacing(given.type(largest)))
+        if step > max(own, span / MIN_LEVELS):
+            return (f"{out} output cannot resolve this image: its values around {largest:.6g} spread over "
+                    f"only {span:.6g}, and {out} steps by {step:.3g} there; {hint}")
+        return None
 
 
 def fit_normalizer(
@@ -71,10 +106,24 @@ def _subsample(channel: np.ndarray, limit: int = 4_000_000) -> np.ndarray:
     return flat[:: flat.size // limit + 1]
 
 
+def working_dtype(output_dtype) -> np.dtype:
+    """The float dtype a result is assembled in: float64 where float32 would lose what the
+    output can hold (float64 and 32/64-bit integer outputs), else float32."""
+    if output_dtype is None:
+        return np.dtype(np.float32)
+    out = np.dtype(output_dtype)
+    if out.itemsize >= 8 or (np.issubdtype(out, np.integer) and out.itemsize >= 4):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
 def to_dtype(image: np.ndarray, dtype) -> np.ndarray:
     """Cast float output to ``dtype``: integers are rounded and clipped to the dtype's range."""
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return np.clip(np.rint(image), info.min, info.max).astype(dtype)
+        top = float(info.max)
+        if int(top) > info.max:  # 2**63 - 1 rounds up to 2**63 in float64, which would wrap
+            top = float(np.nextafter(top, 0.0))
+        return np.clip(np.rint(image), float(info.min), top).astype(dtype)
     return image.astype(dtype, copy=False)

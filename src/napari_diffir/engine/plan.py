@@ -129,7 +129,7 @@ def plan(
     return Plan(
         data=data, layout=layout, restorer=instance, spec=spec, info=info, settings=settings,
         device=device, channels=channel_map(layout.channels, info), tile=tile, overlap=overlap,
-        halo=halo, seed=draw_seed() if settings.seed is None else int(settings.seed),
+        halo=halo, seed=_seed(settings.seed, info),
         output_dtype=settings.output_dtype_for(dtype), mask=mask, normalizer=normalizer,
     )
 
@@ -175,6 +175,14 @@ def round_halo(overlap: int, multiple: int) -> int:
 def draw_seed() -> int:
     """A fresh seed for a run given none (recorded in its provenance, so it can be repeated)."""
     return random.SystemRandom().randrange(2**31)
+
+
+def _seed(seed: int | None, info: RestorerInfo) -> int:
+    """The seed given, a fresh one for a stochastic restorer, else 0: a restorer that draws noise
+    without declaring it still repeats itself (and its provenance needs no seed)."""
+    if seed is not None:
+        return int(seed)
+    return draw_seed() if info.stochastic else 0
 
 
 def _raise(problems: list[Problem]) -> None:

@@ -28,7 +28,8 @@ class Result:
     """The restorer's info as built (with the scale and weights of its checkpoint)."""
     settings: RestoreSettings
     seed: int | None
-    """The seed used, for stochastic restorers (``None`` for deterministic ones)."""
+    """The seed used: drawn or given for stochastic restorers, as given for others (``None``
+    for a deterministic restorer given none: it ran with the fixed seed 0)."""
     steps: int | None
     """The sampling steps used (the restorer's default when none were given)."""
     tile: int
@@ -41,7 +42,7 @@ class Result:
         info = plan.info
         steps = plan.settings.steps
         return cls(
-            data=data, info=info, settings=plan.settings, seed=plan.seed if info.stochastic else None,
+            data=data, info=info, settings=plan.settings, seed=plan.seed if info.stochastic or plan.settings.seed is not None else None,
             steps=steps if steps is not None else _default_steps(plan.restorer), tile=int(plan.tile),
             overlap=int(plan.overlap), device=str(plan.device), seconds=seconds,
         )

@@ -13,6 +13,7 @@ so memory stays bounded.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from .outputs import check_output, publish_file
 from .source import ImageSource
 
 # tifffile's axis letters -> ours: S (samples per pixel) is a colour channel; I/Q/R/... are
@@ -60,21 +62,79 @@ def _kept_axes(axes: str, shape: tuple[int, ...]) -> list[int]:
 
 def read_tiff(path: str) -> TiffImage:
     """Read the first series of a TIFF with its axes and pixel size (OME, ImageJ or tags)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Input {path!r} does not exist")
+    check_input_file(path)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            check_complete(path, tif, series)
             data = series.asarray()
             axes = _map_axes(series.axes)
             pixel_size, unit = _pixel_size(tif, series)
-    except (tifffile.TiffFileError, ValueError, IndexError) as exc:
-        raise ValueError(f"{path!r} is not a readable TIFF ({exc})") from None
+    except UnreadableTiffError:
+        raise
+    except (OSError, MemoryError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the file's content
+            raise
+        raise UnreadableTiffError(f"{path!r} is not a readable TIFF ({_first_line(exc)})") from None
+    except Exception as exc:  # tifffile raises many types on damaged files
+        raise UnreadableTiffError(f"{path!r} is not a readable TIFF ({_first_line(exc)})") from None
     keep = _kept_axes(axes, data.shape)
     if len(keep) != data.ndim:
         data = data.reshape([data.shape[i] for i in keep])
         axes = "".join(axes[i] for i in keep)
     return TiffImage(data, axes, pixel_size, unit)
+
+
+class UnreadableTiffError(ValueError):
+    """A file that is not a TIFF, is damaged, or whose metadata contradict its data."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_input_file(path: str) -> None:
+    """An input that is missing, or a folder where a file is expected."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Input {path!r} does not exist")
+    if os.path.isdir(path):
+        raise UnreadableTiffError(f"Input {path!r} is a folder; name a TIFF file, or a Zarr folder "
+                                  "(*.zarr, *.ome.zarr)")
+
+
+def check_complete(path: str, tif: tifffile.TiffFile, series) -> None:
+    """Refuse a series whose metadata promise planes or bytes the file does not hold.
+
+    tifffile zeroes the planes an OME header names but the file lacks, and tags may claim a
+    60000x60000 image in a few hundred bytes; either would be restored as invented data.
+    """
+    pages = list(series.pages)
+    missing = sum(p is None for p in pages)
+    if missing:
+        raise UnreadableTiffError(
+            f"{path!r}: its metadata describe {len(pages)} planes (shape {tuple(series.shape)}), but "
+            f"{missing} of {len(pages)} planes are not in the file; the metadata contradicts the data")
+    claimed = int((tif.imagej_metadata or {}).get("images", 0) or 0) if tif.is_imagej else 0
+    planes = math.prod(n for a, n in zip(series.axes, series.shape) if a not in "YXS")
+    if claimed > planes:
+        raise UnreadableTiffError(
+            f"{path!r}: its ImageJ metadata describe {claimed} planes, but {claimed - planes} of "
+            f"{claimed} planes are not in the file (truncated?); the metadata contradicts the data")
+    size = os.path.getsize(path) if tif.filehandle.size is None else tif.filehandle.size
+    # contiguous data (ImageJ stacks) is described once, for the whole series
+    short = series.dataoffset is not None and int(series.dataoffset) + int(series.nbytes) > size
+    for page in pages if not short else ():
+        ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts)]
+        expected = getattr(page, "nbytes", 0) if getattr(page, "compression", None) == 1 else 0
+        held = sum(int(n) for n in page.databytecounts)
+        if (ends and max(ends) > size) or held < expected:
+            short = True
+            break
+    if short:
+        raise UnreadableTiffError(
+            f"{path!r} is truncated: it claims {'x'.join(map(str, series.shape))} {series.dtype} "
+            f"pixels, but holds only {size} bytes")
 
 
 def _pixel_size(tif: tifffile.TiffFile, series) -> tuple[dict, str | None]:
@@ -126,6 +186,7 @@ class LazyTiff:
         self.series = series
         with tifffile.TiffFile(self.path) as tif:
             s = tif.series[series]
+            check_complete(self.path, tif, s)
             self.shape = tuple(int(n) for n in s.shape)
             self.dtype = np.dtype(s.dtype)
             self.tiff_axes = s.axes
@@ -173,12 +234,19 @@ def open_tiff(path: str) -> ImageSource:
     """A lazy :class:`ImageSource` for a TIFF/OME-TIFF/ImageJ TIFF, with axes and pixel sizes."""
     import dask.array as da
 
+    check_input_file(path)
     try:
         lazy = LazyTiff(path)
         with tifffile.TiffFile(lazy.path) as tif:
             sizes, unit = _pixel_size(tif, tif.series[0])
-    except (tifffile.TiffFileError, ValueError, IndexError) as exc:
-        raise ValueError(f"{path!r} is not a readable TIFF ({exc})") from None
+    except UnreadableTiffError:
+        raise
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise UnreadableTiffError(f"{path!r} is not a readable TIFF ({_first_line(exc)})") from None
+    except Exception as exc:
+        raise UnreadableTiffError(f"{path!r} is not a readable TIFF ({_first_line(exc)})") from None
     axes = _map_axes(lazy.tiff_axes)
     data = da.from_array(lazy, chunks=lazy.chunks(), asarray=True, lock=False,
                          name=f"tiff-{da.core.tokenize(lazy)}")
@@ -194,11 +262,8 @@ def open_tiff(path: str) -> ImageSource:
 def write_tiff_atomic(path: str, data: np.ndarray, axes: str, pixel_size: dict | None = None,
                       unit: str | None = None, overwrite: bool = False, metadata: dict | None = None) -> None:
     """Write an OME-TIFF via a temporary file in the same folder and an atomic rename."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"Output {path!r} exists; pass --overwrite to replace it")
+    check_output(path, overwrite)
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"Output folder {folder!r} does not exist")
     tiff_axes = axes.replace("S", "Q")
     if axes.endswith("C") and data.shape[-1] in (3, 4):  # RGB(A) stays interleaved samples
         tiff_axes = tiff_axes[:-1] + "S"
@@ -219,10 +284,12 @@ def write_tiff_atomic(path: str, data: np.ndarray, axes: str, pixel_size: dict |
             res = (1.0 / ps["X"], 1.0 / ps["Y"])
         tifffile.imwrite(tmp, data, ome=True, metadata=md, resolution=res,
                          photometric="rgb" if tiff_axes.endswith("S") else "minisblack")
-        os.replace(tmp, path)
-    except BaseException:
+        publish_file(tmp, path, overwrite)
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            raise OSError(exc.errno, f"{exc.strerror or exc} while writing", path) from exc
         raise
 
 

@@ -6,6 +6,7 @@ torch is imported inside the methods, so that listing restorers stays cheap.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -78,7 +79,9 @@ class _SkimageDenoiser(Restorer):
     def _sigma(img: np.ndarray) -> float:
         from skimage.restoration import estimate_sigma
 
-        return float(estimate_sigma(img))
+        sigma = float(estimate_sigma(img))
+        # a flat tile has no detail to estimate noise from (skimage answers NaN): no noise
+        return sigma if math.isfinite(sigma) else 0.0
 
 
 class NonLocalMeans(_SkimageDenoiser):
@@ -98,6 +101,8 @@ class NonLocalMeans(_SkimageDenoiser):
         from skimage.restoration import denoise_nl_means
 
         sigma = self._sigma(img)
+        if sigma <= 0.0:  # nothing to remove, and h = 0 would divide by zero
+            return img.astype(np.float32, copy=True)
         strength = self.options.get("strength") or 0.8
         return denoise_nl_means(
             img, h=strength * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True

@@ -188,7 +188,8 @@ def _restorer(name: str, models: dict[str, str]):
 
 
 def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict[str, str], seed: int = 0,
-               json_path: str | None = None, references: bool = True, only: list[str] | None = None) -> dict:
+               json_path: str | None = None, references: bool = True, only: list[str] | None = None,
+               baselines: bool = True) -> dict:
     """Per-set mean PSNR on Set12/BSD68 (denoising) and Set5/Set14 (x4 SR), public protocols."""
     import napari_diffir
     import public_sets as ps
@@ -203,7 +204,9 @@ def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict
             scores: dict[str, list[float]] = {}
             for i, clean in enumerate(images.values()):
                 noisy = ps.gaussian_noisy(clean, sigma, seed=i)
-                outs = {"noisy": noisy, "nlmeans": napari_diffir.restore(noisy, "nlmeans")}
+                outs = {"noisy": noisy}
+                if baselines:
+                    outs["nlmeans"] = napari_diffir.restore(noisy, "nlmeans")
                 for label, fn in extra.items():
                     outs[label] = fn(noisy, sigma / 255.0)
                 if "diffir-denoise" in names:
@@ -321,14 +324,16 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
                    help="measure these weights as bundled model NAME (e.g. a training run's best.safetensors)")
     p.add_argument("--only", help="with --testsets: comma-separated bundled models to measure (default: all)")
+    p.add_argument("--models-only", action="store_true",
+                   help="with --testsets: no baselines (measure them once, e.g. with --only none)")
     p.add_argument("--no-references", action="store_true", help="with --testsets: skip BM3D (slow; sigma given)")
     args = p.parse_args(argv)
     models = dict(m.split("=", 1) for m in args.model)
     if args.testsets:
         sys.path.insert(0, str(Path(__file__).parent))
         run_public(args.testsets, args.sets.split(","), tuple(int(v) for v in args.sigmas.split(",")), models,
-                   seed=args.seed, json_path=args.json, references=not args.no_references,
-                   only=args.only.split(",") if args.only else None)
+                   seed=args.seed, json_path=args.json, references=not (args.no_references or args.models_only),
+                   only=args.only.split(",") if args.only else None, baselines=not args.models_only)
         return 0
     run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed, ddpm=args.ddpm)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["device_choices", "device_indicator"]
+__all__ = ["device_choices", "device_indicator", "probe_devices"]
 
 
 def device_choices() -> list[str]:
@@ -32,3 +32,14 @@ def device_indicator() -> tuple[str, str]:
     else:
         colour = "#9a9a9a"
     return f"● {text} · torch {torch.__version__}", colour
+
+
+def probe_devices() -> tuple[list[str], str, str, str]:
+    """(device choices, indicator text, its colour, the device type 'auto' resolves to).
+
+    Imports torch, so the widget calls it in a background thread.
+    """
+    from ..engine.device import resolve_device
+
+    text, colour = device_indicator()
+    return device_choices(), text, colour, resolve_device("auto").type

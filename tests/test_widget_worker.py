@@ -138,3 +138,15 @@ def test_dask_run_can_be_cancelled_between_blocks():
 
     with pytest.raises(RestorationCancelled):
         run_restoration(Job(lazy, "tv", axes="ZYX"), progress, cancel)
+
+
+def test_model_loading_is_its_own_phase_and_the_eta_leaves_it_out(widget_plugin):
+    from napari_diffir.napari._worker import LOADING
+
+    items, _outcome = _drain(iter_restoration(Job(np.zeros((16, 16), np.float32), "slow-steps", steps=10)))
+    assert items[0].message == LOADING and items[0].fraction == 0.0 and items[0].eta is None
+    work = [p for p in items if p.message != LOADING]
+    assert work and all(p.loading == work[0].loading for p in work)  # frozen once the work starts
+    # 3 s of loading, then 1 s for a quarter of the work: 3 s left, not 12 s
+    p = Progress(done=1, total=4, message="tile 1/4", elapsed=4.0, loading=3.0)
+    assert p.eta == pytest.approx(3.0)

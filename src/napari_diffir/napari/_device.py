@@ -37,9 +37,18 @@ def device_indicator() -> tuple[str, str]:
 def probe_devices() -> tuple[list[str], str, str, str]:
     """(device choices, indicator text, its colour, the device type 'auto' resolves to).
 
-    Imports torch, so the widget calls it in a background thread.
+    Imports torch, and the modules a run needs (checkpoint reading, the model families, the
+    engine), so the widget calls it in a background thread: the first run then does not stall
+    the viewer while Python imports them.
     """
+    import safetensors.torch  # noqa: F401
+    import torch
+    import torch._dynamo  # noqa: F401  (torch.compiler.disable, used by resize, imports it: ~2 s)
+
+    from .. import checkpoints  # noqa: F401  (the DiffIR and SRDiff models)
+    from ..engine import plan, run  # noqa: F401
     from ..engine.device import resolve_device
 
+    torch.nn.Conv2d(1, 1, 3)  # torch's first layer initialisation holds the GIL for a while
     text, colour = device_indicator()
     return device_choices(), text, colour, resolve_device("auto").type

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from magicgui.widgets import ComboBox, Container, Label
+from magicgui.widgets import CheckBox, ComboBox, Container, Label
 
 __all__ = ["ERROR_FRAME", "align_labels", "compact", "mark_invalid", "section", "text_line"]
 
@@ -68,6 +68,12 @@ def align_labels(sections: Iterable[Container]) -> int:
     width = max(w._labeled_widget()._label_widget.native.sizeHint().width() for w in rows)
     for w in rows:
         w._labeled_widget().label_width = width
+    # check boxes carry their own text: start them where the fields start
+    spacing = max(rows[0]._labeled_widget().native.layout().spacing(), 0)
+    for box in sections:
+        for w in box:
+            if isinstance(w, CheckBox):
+                w.native.setStyleSheet(f"margin-left: {width + spacing}px;")
     return width
 
 

@@ -47,7 +47,7 @@ from ._layers import SourceLayer, output_layer, plane_selection, suggest_axes
 from ._options import option_value, option_widget
 from ._runner import Runner, process_events_until
 from ._weights import ERROR_STYLE, WeightsPicker
-from ._worker import Job, Progress, friendly_error, threads_disabled
+from ._worker import LOADING, Job, Progress, friendly_error, threads_disabled
 
 if TYPE_CHECKING:
     import napari
@@ -158,7 +158,7 @@ class RestoreWidget(Container):
             section("model", [self._weights, self._weights_info]),
             self._options,
             section("image_settings", [self._steps, self._hints["steps"], self._mask, self._hints["mask"],
-                                       self._axes, self._axes_hint]),
+                                       self._axes, self._axes_hint, self._slice]),
             section("advanced", [self._seed, self._hints["seed"], self._tile, self._hints["tile_size"],
                                  self._overlap, self._hints["tile_overlap"], self._device,
                                  self._precision, self._hints["precision"], self._dtype,
@@ -169,7 +169,8 @@ class RestoreWidget(Container):
                             widgets=[self._run, self._cancel])
         buttons.margins = (0, 0, 0, 0)
         s = self._sections
-        self.extend([s[0], self._about, s[1], s[2], s[3], self._slice, self._advanced_button, s[4],
+        self._groups = (*self._sections, buttons)
+        self.extend([s[0], self._about, s[1], s[2], s[3], self._advanced_button, s[4],
                      self._device_info, buttons, self._progress, self._status])
         self._device_info.visible = False
         for hint in self._hints.values():
@@ -194,8 +195,12 @@ class RestoreWidget(Container):
         self._viewer_events = [(getattr(viewer.layers.events, name), self._on_layers_changed)
                                for name in ("inserted", "removed", "moved", "reordered")]
         self._viewer_events.append((viewer.layers.selection.events.active, self._on_active_layer))
+        # napari keeps a docked widget's pickers in sync through these; closing must undo them too
+        self._viewer_events += [(getattr(viewer.layers.events, name), self.reset_choices)
+                                for name in ("inserted", "removed", "reordered", "renamed")]
         for emitter, callback in self._viewer_events:
-            emitter.connect(callback)
+            if callback != self.reset_choices:  # napari connects it when it docks the widget
+                emitter.connect(callback)
         self.native.destroyed.connect(self._on_destroyed)
         self.native_parent_changed.connect(self._on_parent_changed)
 
@@ -212,7 +217,7 @@ class RestoreWidget(Container):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            for box in self.__dict__.get("_sections", ()):
+            for box in self.__dict__.get("_groups", ()):
                 for widget in box:
                     if widget.name == name:
                         return widget
@@ -690,6 +695,7 @@ class RestoreWidget(Container):
     def _set_running(self, running: bool) -> None:
         self._run.enabled = not running
         self._cancel.enabled = running
+        self._progress.native.setRange(0, 1000)
         if running:
             self._progress.value = 0
             self._status.native.setStyleSheet(OK_STYLE)
@@ -707,6 +713,8 @@ class RestoreWidget(Container):
     def _on_progress(self, progress: Progress) -> None:
         if not self._alive():
             return
+        loading = progress.message == LOADING
+        self._progress.native.setRange(0, 0 if loading else 1000)  # a busy bar while the model loads
         self._progress.value = int(round(progress.fraction * 1000))
         if not self._runner.cancelled:
             self._status.value = progress.text()

@@ -90,6 +90,7 @@ def test_fields_share_one_label_column_and_advanced_is_collapsed_with_working_de
     assert not widget._advanced.native.isVisibleTo(widget.native)
     assert widget.run_button.enabled  # the defaults run as they are
     assert widget.run_button.text == "Run on 'stack'"
+    widget.axes.value = "ZYX"  # validation runs again: it must not undo the alignment
     widget.advanced_button.native.click()
     qtbot.wait(20)
     assert widget._advanced.native.isVisibleTo(widget.native)

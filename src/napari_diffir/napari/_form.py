@@ -79,6 +79,8 @@ def align_labels(sections: Iterable[Container]) -> int:
 
 def mark_invalid(widget, invalid: bool) -> None:
     """A red frame around a field whose value cannot be used (and none once it can)."""
+    if isinstance(widget, CheckBox):
+        return  # always valid; its style sheet holds its alignment (see align_labels)
     native = widget.native
     style = ERROR_FRAME if invalid else ""
     if native.styleSheet() != style:

@@ -378,8 +378,9 @@ def test_error_shows_a_notification_and_resets_the_ui(widget_plugin, viewer, qtb
     widget._restorer.value = "always-oom"
     future = _run(qtbot, widget)
     assert isinstance(future.exception(), MemoryError)
-    assert len(shown) == 1 and "smaller tile_size" in shown[0]
-    assert "smaller tile_size" in widget._status.value
+    assert len(shown) == 1 and "smaller Tile size" in shown[0]  # the form's words, not the API's
+    assert "precision=" not in shown[0] and "device=" not in shown[0]
+    assert "smaller Tile size" in widget._status.value
     _assert_idle(widget)
     assert [layer.name for layer in viewer.layers] == ["img"]
     # bad input: NaNs are named, and the widget can run again afterwards

@@ -150,3 +150,12 @@ def test_model_loading_is_its_own_phase_and_the_eta_leaves_it_out(widget_plugin)
     # 3 s of loading, then 1 s for a quarter of the work: 3 s left, not 12 s
     p = Progress(done=1, total=4, message="tile 1/4", elapsed=4.0, loading=3.0)
     assert p.eta == pytest.approx(3.0)
+
+
+def test_engine_messages_are_phrased_for_the_form():
+    from napari_diffir.napari._catalogue import widget_message
+
+    assert widget_message("weights has scale 4 (omit scale= or pass scale=4)") == "weights has scale 4 (choose scale 4)"
+    oom = widget_message("Out of memory on cuda; use a smaller tile_size, precision='bf16', or device='cpu'")
+    assert oom == "Out of memory on cuda; use a smaller Tile size, precision bf16, or device cpu"
+    assert widget_message("Cannot read '/home/me/data/ckpt.pth'") == "Cannot read 'ckpt.pth'"

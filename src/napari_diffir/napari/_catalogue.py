@@ -289,19 +289,12 @@ _API_WORDS = (
 )
 
 
-def widget_message(text: str, keep_path: str | None = None) -> str:
-    """An engine message phrased for the form: field names as labelled, no keyword arguments.
-
-    File paths are cut down to the file's name, unless the file is the problem (``keep_path``).
-    """
+def widget_message(text: str) -> str:
+    """An engine message phrased for the form: field names as labelled, no keyword arguments,
+    and files named by their name only (the form shows where they are when that matters)."""
     for pattern, repl in _API_WORDS:
         text = pattern.sub(repl, text)
-
-    def name_only(match: re.Match) -> str:
-        path = match.group(0).strip("'\"")
-        return match.group(0) if keep_path and path == keep_path else f"'{os.path.basename(path)}'"
-
-    return re.sub(r"'(?:[A-Za-z]:)?[^'\s]*[/\\][^'\s]*'", name_only, text)
+    return re.sub(r"'(?:[A-Za-z]:)?[^'\s]*[/\\]([^'\s/\\]+)'", r"'\1'", text)
 
 
 _OPTION_WORDS = {

@@ -762,7 +762,7 @@ class RestoreWidget(Container):
     def _report_error(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_error
 
-        message = friendly_error(exc)
+        message = widget_message(friendly_error(exc))
         if self._alive():
             self._status.value = message
             self._status.native.setStyleSheet(ERROR_STYLE)

@@ -1,9 +1,9 @@
 """Regenerate the screenshots in docs/images/ from a real napari viewer.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/napari_screenshots.py
+    xvfb-run -a -s "-screen 0 1280x800x24" python docs/napari_screenshots.py
 
-Uses the bundled DiffIR models when they are installed, else the classical baselines, and
-prints which restorer each picture shows. napari settings go to a throwaway file, so the
+A 1280x800 viewer with the Restore dock at its 380-px width, running the bundled models
+(DiffIR denoise, SRDiff x4); prints which restorer each picture shows. napari settings go to a throwaway file, so the
 user's own settings are never touched.
 """
 
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).parent / "images"
+DOCK_WIDTH = 380
 
 
 def main() -> None:
@@ -29,8 +30,10 @@ def main() -> None:
 
     get_settings().application.gui_notification_level = "none"
     registered = {i.name for i in nd.list_restorers()}
-    denoiser = "diffir-denoise" if "diffir-denoise" in registered else "nlmeans"
-    upscaler = "diffir-sr4" if "diffir-sr4" in registered else "lanczos"
+    denoiser, upscaler = "diffir-denoise", "srdiff-sr4"
+    missing = {denoiser, upscaler} - registered
+    if missing:
+        raise SystemExit(f"the bundled models {sorted(missing)} are not installed")
     OUT.mkdir(exist_ok=True)
     app = QApplication.instance() or QApplication(sys.argv)
 
@@ -48,15 +51,24 @@ def main() -> None:
             toast.close()
         settle(0.6)
 
+    def open_viewer():
+        from qtpy.QtCore import Qt
+
+        viewer = napari.Viewer(show=True)
+        viewer.window._qt_window.resize(1280, 800)
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-diffir", "Restore")
+        viewer.window._qt_window.resizeDocks([dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+        while "torch" not in widget.device_info.value:  # devices are probed in the background
+            settle(0.05)
+        return viewer, widget
+
     def wait(future) -> None:
         while not future.done():
             settle(0.05)
         future.result()
 
     # 1. denoising the noisy sample, input and output side by side
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 900)
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-diffir", "Restore")
+    viewer, widget = open_viewer()
     viewer.open_sample("napari-diffir", "noisy_nuclei")
     widget.image.value = viewer.layers["noisy nuclei"]
     widget.restorer.value = denoiser
@@ -69,9 +81,11 @@ def main() -> None:
 
     # 2. the widget while a run is under way (progress, ETA, Cancel)
     stack = np.stack([viewer.layers["noisy nuclei"].data] * 12)
-    viewer.add_image(stack, name="noisy stack", scale=(1.0, 0.26, 0.26))
+    units = ("µm", *viewer.layers["noisy nuclei"].units)  # as the sample's, so napari sees one unit
+    viewer.add_image(stack, name="noisy stack", scale=(1.0, 0.26, 0.26), units=units)
     widget.image.value = viewer.layers["noisy stack"]
     widget.restorer.value = denoiser
+    widget.show_advanced(True)
     widget.tile_size.value = "128"
     future = widget.run()
     while widget.progress.value < 250 and not future.done():
@@ -85,16 +99,12 @@ def main() -> None:
     viewer.close()
 
     # 3. x4 super-resolution of the low-resolution sample, overlaid on the reference
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 900)
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-diffir", "Restore")
+    viewer, widget = open_viewer()
     viewer.open_sample("napari-diffir", "clean_nuclei")
     viewer.open_sample("napari-diffir", "lowres_nuclei")
     viewer.layers.remove("nuclei z=30 (reference)")
     widget.image.value = viewer.layers["low-resolution nuclei (x4)"]
-    widget.restorer.value = upscaler
-    if "scale" in [w.name for w in widget.restorer_options]:
-        widget.restorer_options.scale.value = 4
+    widget.restorer.value = upscaler  # x4 only: the form offers no other scale
     wait(widget.run())
     viewer.layers["nuclei z=45 (reference)"].visible = True
     viewer.grid.enabled = True

@@ -161,11 +161,12 @@ def test_axes_default_from_the_layer_and_are_validated_as_typed(viewer):
     assert not widget._run.enabled and "colour channel" in widget._status.value
 
 
-def test_device_indicator_and_precision_check(viewer):
+def test_device_indicator_and_precision_check(viewer, qtbot):
     import torch
 
     viewer.add_image(_image((32, 32)))
     widget = _widget(viewer)
+    qtbot.waitUntil(lambda: "torch" in widget._device_info.value, timeout=TIMEOUT)  # probed in the background
     assert f"torch {torch.__version__}" in widget._device_info.value
     assert "CPU" in widget._device_info.value
     assert list(widget._device.choices)[:2] == ["auto", "cpu"]
@@ -377,8 +378,9 @@ def test_error_shows_a_notification_and_resets_the_ui(widget_plugin, viewer, qtb
     widget._restorer.value = "always-oom"
     future = _run(qtbot, widget)
     assert isinstance(future.exception(), MemoryError)
-    assert len(shown) == 1 and "smaller tile_size" in shown[0]
-    assert "smaller tile_size" in widget._status.value
+    assert len(shown) == 1 and "smaller Tile size" in shown[0]  # the form's words, not the API's
+    assert "precision=" not in shown[0] and "device=" not in shown[0]
+    assert "smaller Tile size" in widget._status.value
     _assert_idle(widget)
     assert [layer.name for layer in viewer.layers] == ["img"]
     # bad input: NaNs are named, and the widget can run again afterwards
@@ -459,7 +461,9 @@ def test_loading_a_checkpoint_shows_its_architecture_and_selects_its_restorer(vi
     widget._restorer.value = "tv"
     assert widget.load_checkpoint(path)
     assert widget._restorer.value == "srdiff" and widget._weights.value == str(path)
-    assert "Detected srdiff" in widget._weights_info.value and "scale 4" in widget._weights_info.value
+    info = widget._weights_info.value
+    assert info == "SRDiff: 35,766 parameters, super-resolution x4, grayscale"  # in a user's words
+    assert widget._weights.native.currentText() == "tiny_srdiff.safetensors (checkpoint)"
     widget._option_widgets["steps"].value = 2
     widget._seed.value = "7" if shown(widget._seed) else widget._seed.value
     out = _run(qtbot, widget).result()

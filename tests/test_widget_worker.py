@@ -138,3 +138,43 @@ def test_dask_run_can_be_cancelled_between_blocks():
 
     with pytest.raises(RestorationCancelled):
         run_restoration(Job(lazy, "tv", axes="ZYX"), progress, cancel)
+
+
+def test_model_loading_is_its_own_phase_and_the_eta_leaves_it_out(widget_plugin):
+    from napari_diffir.napari._worker import LOADING
+
+    items, _outcome = _drain(iter_restoration(Job(np.zeros((16, 16), np.float32), "slow-steps", steps=10)))
+    assert items[0].message == LOADING and items[0].fraction == 0.0 and items[0].eta is None
+    work = [p for p in items if p.message != LOADING]
+    assert work and all(p.loading == work[0].loading for p in work)  # frozen once the work starts
+    # 3 s of loading, then 1 s for a quarter of the work: 3 s left, not 12 s
+    p = Progress(done=1, total=4, message="tile 1/4", elapsed=4.0, loading=3.0)
+    assert p.eta == pytest.approx(3.0)
+
+
+def test_engine_messages_are_phrased_for_the_form():
+    from napari_diffir.napari._catalogue import widget_message
+
+    assert widget_message("weights has scale 4 (omit scale= or pass scale=4)") == "weights has scale 4 (choose scale 4)"
+    oom = widget_message("Out of memory on cuda; use a smaller tile_size, precision='bf16', or device='cpu'")
+    assert oom == "Out of memory on cuda; use a smaller Tile size, precision bf16, or device cpu"
+    assert widget_message("Cannot read '/home/me/data/ckpt.pth'") == "Cannot read 'ckpt.pth'"
+
+
+def test_a_single_diffir_tile_reports_progress_inside_the_tile(tmp_path):
+    import torch
+
+    from napari_diffir.models.diffir import DiffIRS2
+
+    torch.manual_seed(0)
+    model = DiffIRS2(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, n_encoder_res=1, n_feats=8,
+                     task="deblur", inp_channels=1, out_channels=1)
+    path = tmp_path / "tiny-diffir.pth"
+    torch.save({"params": model.state_dict()}, path)
+    img = np.random.default_rng(4).random((32, 32)).astype(np.float32)
+    seen = []
+    outcome = run_restoration(Job(img, "diffir", weights=str(path), tile_size=None, seed=1),
+                              progress=lambda done, total, message: seen.append((done, total, message)))
+    inside = sorted({done / total for done, total, _m in seen if total and 0 < done / total < 1})
+    assert outcome.data.shape == (32, 32) and len(inside) >= 5  # one per block, not a jump from 0 to 100 %
+    assert seen[-1][0] == seen[-1][1] and "step" in seen[-2][2]

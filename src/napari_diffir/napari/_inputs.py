@@ -11,7 +11,7 @@ import numpy as np
 
 from ..engine.axes import LOOP_AXES, validate_axes
 
-__all__ = ["checked_axes", "layer_data", "loop_axes", "mask_array", "mask_shape", "rgb_problem"]
+__all__ = ["ambiguous_axes", "checked_axes", "layer_data", "loop_axes", "mask_array", "mask_shape", "rgb_problem"]
 
 
 def layer_data(layer) -> Any:
@@ -74,3 +74,27 @@ def mask_array(layer, mask_layer, axes: str, index) -> np.ndarray:
     if index is not None and mask.shape == no_c:
         mask = mask[tuple(i for a, i in zip(axes, index) if a != "C")]
     return mask
+
+
+AMBIGUOUS_PLANES = 4
+"""A stack with this many planes or fewer may as well be channels (2 to 4 colours)."""
+
+
+def ambiguous_axes(layer, axes_text: str) -> str | None:
+    """A hint (with a link that switches the axes) when the first axis may be C rather than Z/T.
+
+    E.g. a (2, 256, 256) image defaults to ZYX, but two planes are more often two channels.
+    """
+    if layer.rgb:
+        return None
+    shape = tuple(layer_data(layer).shape)
+    try:
+        axes = validate_axes(axes_text or "", shape)
+    except ValueError:
+        return None
+    if "C" in axes or len(axes) < 3 or axes[0] not in "ZT" or not 2 <= shape[0] <= AMBIGUOUS_PLANES:
+        return None
+    other = "C" + axes[1:]
+    kind = {"Z": "planes", "T": "time points"}[axes[0]]
+    return (f"{shape[0]} {kind} along {axes[0]}; if they are channels, "
+            f'<a href="{other}">use {other}</a>.')

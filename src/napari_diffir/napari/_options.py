@@ -15,9 +15,14 @@ INT_LIMIT = 2**31 - 1
 """Range of a spin box whose option has no bound (Qt spin boxes hold 32-bit ints)."""
 
 
-def option_widget(opt: Option):
-    """A magicgui widget for one restorer option (choices, bool, int, float, or text)."""
-    kw = {"label": opt.name.replace("_", " ").capitalize(), "tooltip": opt.help or None, "name": opt.name}
+def option_widget(opt: Option, label: str | None = None, tooltip: str | None = None):
+    """A magicgui widget for one restorer option (choices, bool, int, float, or text).
+
+    :param label: how the form names it (default: from the option's name).
+    :param tooltip: what it does in plain words (default: the option's help).
+    """
+    kw = {"label": label or opt.name.replace("_", " ").capitalize(), "tooltip": tooltip or opt.help or None,
+          "name": opt.name}
     if opt.choices is not None:
         choices = [(str(c), c) for c in opt.choices]
         if opt.default is None or opt.default not in opt.choices:
@@ -31,7 +36,10 @@ def option_widget(opt: Option):
         hi = opt.max if opt.max is not None else INT_LIMIT
         extra = {} if opt.type is int else {"step": _float_step(opt)}
         return cls(min=lo, max=hi, value=opt.default, **extra, **kw)
-    return LineEdit(value="" if opt.default is None else str(opt.default), **kw)
+    widget = LineEdit(value="" if opt.default is None else str(opt.default), **kw)
+    if opt.default is None:
+        widget.native.setPlaceholderText("default")
+    return widget
 
 
 def _float_step(opt: Option) -> float:

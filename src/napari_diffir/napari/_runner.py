@@ -16,7 +16,7 @@ from typing import Any
 
 from ..engine.result import Result
 from ..restorer import RestorationCancelled
-from ._worker import Job, Progress, iter_restoration, run_restoration, threads_disabled
+from ._worker import Job, LoadClock, Progress, iter_restoration, run_restoration, threads_disabled
 
 __all__ = ["Runner", "process_events_until"]
 
@@ -81,9 +81,11 @@ class Runner:
 
     def _run_synchronously(self, job: Job, context: Any) -> None:
         t0 = time.perf_counter()
+        clock = LoadClock(t0)
 
         def progress(done: float, total: int, message: str) -> None:
-            self._progress(Progress(done, total, message, time.perf_counter() - t0))
+            now = time.perf_counter()
+            self._progress(Progress(done, total, message, now - t0, clock.loading(message, now)))
 
         try:
             result = run_restoration(job, progress, self._cancel)

@@ -41,15 +41,21 @@ class WeightsPicker:
         self.combo, self.label = combo, label
         self.checkpoints: dict[str, Checkpoint] = {}
         """Checkpoints loaded in this session, by path."""
+        self.chosen: dict[str, Any] = {}
+        """The weights last chosen for each restorer, shown again when it is chosen again."""
         self._load_requested, self._select, self._changed = load_requested, select, changed
+        self._restorer: str | None = None
         self._before: Any = None
         self._updating = False
         combo.changed.connect(self._on_changed)
 
     def show(self, info: RestorerInfo) -> None:
-        """List the weights ``info``'s restorer can use and choose the first."""
+        """List the weights ``info``'s restorer can use; choose the last one chosen, else the first."""
         choices = weights_choices(info, self.checkpoints)
-        self._set(choices=choices, value=choices[0][1])
+        values = [v for _label, v in choices]
+        self._restorer = info.name
+        remembered = self.chosen.get(info.name)
+        self._set(choices=choices, value=remembered if remembered in values else values[0])
         self.combo.enabled = takes_weights(info)
         self.show_info()
 
@@ -74,6 +80,7 @@ class WeightsPicker:
             self.show_info(found)
             return False
         self.checkpoints[path] = found
+        self.chosen[found.restorer] = path
         self._select(found.restorer)  # shows its weights, which now hold ``path``
         self._set(value=path)
         self.show_info()
@@ -88,6 +95,8 @@ class WeightsPicker:
                 self._set(value=self._before)
             return
         self._before = self.combo.value
+        if self._restorer is not None:
+            self.chosen[self._restorer] = self.combo.value
         self.show_info()
         self._changed()
 

@@ -29,7 +29,9 @@ from ..engine.settings import FIELDS, RestoreSettings
 from ..restorer import RestorationCancelled, Restorer
 
 __all__ = [
+    "LOADING",
     "Job",
+    "LoadClock",
     "Progress",
     "friendly_error",
     "format_seconds",
@@ -54,6 +56,10 @@ def format_seconds(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+LOADING = "Loading the model…"
+"""The message of the first phase of every run (building the restorer, reading its weights)."""
+
+
 @dataclass(frozen=True)
 class Progress:
     """One progress report: ``done`` of ``total`` units (tiles; fractional inside a tile)."""
@@ -62,6 +68,8 @@ class Progress:
     total: int
     message: str
     elapsed: float
+    loading: float = 0.0
+    """Seconds the model took to load (not counted in the ETA, which is about the work left)."""
 
     @property
     def fraction(self) -> float:
@@ -69,10 +77,11 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the average speed so far (None until some work is done)."""
+        """Seconds left at the average speed of the work so far (None until some is done)."""
         if self.done <= 0 or self.total <= 0:
             return None
-        return max(self.elapsed * (self.total - self.done) / self.done, 0.0)
+        working = max(self.elapsed - self.loading, 0.0)
+        return max(working * (self.total - self.done) / self.done, 0.0)
 
     def text(self) -> str:
         parts = [self.message] if self.message else []
@@ -114,6 +123,8 @@ def run_restoration(
     t0 = time.perf_counter()
     check_cancel(cancel)
     settings = job.settings
+    if progress is not None:
+        progress(0.0, 0, LOADING)  # its own phase: total 0 says no work unit is done yet
     # built here, used for this run only: a dask layer's model is not kept in the engine's cache
     built = resolve_restorer(job.restorer, settings.weights, settings.options)
     p = plan(job.data, job.restorer, settings, mask=job.mask, built=built)
@@ -159,6 +170,18 @@ def _key_name(key: Any) -> str:
     return str(key[0] if isinstance(key, tuple) else key)
 
 
+class LoadClock:
+    """How long the loading phase took: from the start to the first report that is not loading."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.until = t0, None
+
+    def loading(self, message: str, now: float) -> float:
+        if self.until is None and message != LOADING:
+            self.until = now
+        return (now if self.until is None else self.until) - self.t0
+
+
 def iter_restoration(
     job: Job, cancel: threading.Event | None = None
 ) -> Generator[Progress, None, Result]:
@@ -171,9 +194,11 @@ def iter_restoration(
     updates: queue.Queue[Progress] = queue.Queue()
     result: dict[str, Any] = {}
     t0 = time.perf_counter()
+    clock = LoadClock(t0)
 
     def report(done: float, total: int, message: str) -> None:
-        updates.put(Progress(float(done), int(total), message, time.perf_counter() - t0))
+        now = time.perf_counter()
+        updates.put(Progress(float(done), int(total), message, now - t0, clock.loading(message, now)))
 
     def target() -> None:
         try:

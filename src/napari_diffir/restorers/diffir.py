@@ -13,6 +13,7 @@ torch is imported lazily so that listing restorers stays cheap.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..hookspecs import hookimpl
@@ -145,11 +146,36 @@ class DiffIRRestorer(Restorer):
         noise = None
         if ctx.seed is not None:  # one IPR start shared by every tile of the image
             noise = ctx.noise_vector(model.ipr_dim, device=x.device).expand(b, -1)
-        out = model.restore(inp, noise=noise)  # without a seed: torch.randn, as upstream
+        with _block_progress(model.G, ctx) as blocks:  # progress inside the tile, block by block
+            out = model.restore(inp, noise=noise)  # without a seed: torch.randn, as upstream
         if mask is not None:  # keep known pixels exactly (LaMa-style compositing)
             out = mask * out + (1 - mask) * x
-        ctx.step(1, 1)
+        ctx.step(blocks, blocks)
         return out.contiguous()
+
+
+@contextmanager
+def _block_progress(net, ctx: TileContext):
+    """Report one step per transformer block of ``net`` as it runs; yields the number of blocks.
+
+    A DiffIR tile is one forward pass, so without this a single-tile run jumps from 0 to 100 %;
+    cancel is checked between blocks too (``ctx.step`` raises on cancel).
+    """
+    from ..models.diffir._arch.dirformer import TransformerBlock
+
+    blocks = [m for m in net.modules() if isinstance(m, TransformerBlock)]
+    done = [0]
+
+    def advance(*_: Any) -> None:
+        done[0] += 1
+        ctx.step(done[0], len(blocks))
+
+    handles = [b.register_forward_hook(advance) for b in blocks]
+    try:
+        yield max(len(blocks), 1)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class DiffIRInpaintRestorer(DiffIRRestorer):

@@ -214,12 +214,16 @@ def iter_restoration(
                 item = updates.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
-            # collapse a burst of updates into the newest one: the UI only shows the latest
+            # collapse a burst of updates into the newest one: the UI only shows the latest,
+            # but the end of the loading phase is never collapsed away (the ETA starts there)
             while True:
                 try:
-                    item = updates.get_nowait()
+                    newer = updates.get_nowait()
                 except queue.Empty:
                     break
+                if item.message == LOADING and newer.message != LOADING:
+                    yield item
+                item = newer
             yield item
     finally:
         if thread.is_alive():  # closed early: stop the engine, let it finish its step

@@ -73,9 +73,19 @@ class CPEN(nn.Module):
         )
 
     def forward(self, lq: torch.Tensor, gt: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mlp(self.E(self._input(lq, gt)).flatten(1))
+
+    def features(self, lq: torch.Tensor, gt: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-pixel map that ``E`` ends by averaging: ``forward == mlp(features.mean((2, 3)))``.
+
+        A mean over pixels, so a whole plane's pooled features can be summed cell by cell.
+        """
+        return self.E[:-1](self._input(lq, gt))
+
+    def _input(self, lq: torch.Tensor, gt: torch.Tensor | None) -> torch.Tensor:
         feat = F.pixel_unshuffle(lq, self.lq_unshuffle) if self.lq_unshuffle > 1 else lq
         if self.gt_channels:
             if gt is None:
                 raise ValueError("Stage-1 CPEN needs the ground truth image (gt) next to the input")
             feat = torch.cat([feat, F.pixel_unshuffle(gt, 4)], dim=1)
-        return self.mlp(self.E(feat).flatten(1))
+        return feat

@@ -11,6 +11,8 @@ project from the spec (docs in /work/shared/spec/diffir.md §2).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +29,21 @@ __all__ = [
     "OverlapPatchEmbed",
     "TASKS",
     "TransformerBlock",
+    "PLANE_HOOK",
     "Upsample",
     "sr_unshuffle_factor",
 ]
 
 TASKS = ("sr", "deblur", "inpaint")
 SR_SCALES = (1, 2, 4)
+
+PLANE_HOOK: ContextVar[Any] = ContextVar("diffir_plane_hook", default=None)
+"""When set (by ``planewise``), every :class:`Attention` and :class:`FeedForward` hands its
+forward to ``hook.attention(module, ...)`` / ``hook.feed_forward(module, ...)``, which use a
+whole image plane's statistics instead of the tile's. A context variable, so a run in another
+thread or an ordinary forward never sees it; unset (the default), the modules compute exactly
+as upstream.
+"""
 
 
 def sr_unshuffle_factor(scale: int) -> int:
@@ -136,22 +147,39 @@ class Attention(nn.Module):
         With ``ln_weight``/``ln_bias``, ``x`` is the norm *before* its affine part, which is then
         folded into the ``qkv`` weights together with the modulation (same result, fewer passes).
         """
-        b, c, h, w = x.shape
+        hook = PLANE_HOOK.get()
+        if hook is not None:
+            return hook.attention(self, x, z, ln_weight, ln_bias)
+        scale, shift = _ipr_affine(self.kernel, z, x.shape[0], ln_weight, ln_bias)
+        q, k, v = self.split(self.qkv_dwconv(_modulated_pointwise(x, self.qkv, scale, shift)))
+        return self.attend(self.attention_map(q, k), v)
+
+    def split(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(q, k, v)`` from the ``qkv`` map: q and k as (B, heads, C/heads, HW), v as (B, C, H, W)."""
+        b, c3, h, w = qkv.shape
+        q, k, v = qkv.chunk(3, dim=1)
         heads = self.num_heads
-        scale, shift = _ipr_affine(self.kernel, z, b, ln_weight, ln_bias)
-        qkv = self.qkv_dwconv(_modulated_pointwise(x, self.qkv, scale, shift))
-        q, k, v = (t.reshape(b, heads, c // heads, h * w) for t in qkv.chunk(3, dim=1))
+        return q.reshape(b, heads, c3 // 3 // heads, h * w), k.reshape(b, heads, c3 // 3 // heads, h * w), v
+
+    def attention_map(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The (B, heads, C/h, C/h) map: softmax of the temperature-scaled cosines of q and k rows."""
         # cosine similarity of L2-normalised rows, without materialising normalised q and k
         qn = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
         kn = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
         attn = (q @ k.transpose(-2, -1)) / (qn * kn.transpose(-2, -1)) * self.temperature
-        attn = attn.softmax(dim=-1)
+        return attn.softmax(dim=-1)
+
+    def attend(self, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``project_out(attn @ v)`` for a (B, heads, C/h, C/h) map and a (B, C, H, W) ``v``."""
+        b, c, h, w = v.shape
+        heads = self.num_heads
         # project_out(attn @ v) = (W_out blockdiag(attn)) v: one product over the pixels, not two
         w_out = self.project_out.weight.view(c, heads, c // heads).transpose(0, 1)  # (heads, C, c/h)
         mix = (w_out.to(attn.dtype) @ attn).transpose(1, 2).reshape(b, c, c)  # (B, C_out, C_in)
+        channels_last = _is_channels_last(v)
         v = v.reshape(b, c, h * w)
         bias = self.project_out.bias
-        if _is_channels_last(qkv):
+        if channels_last:
             out = v.transpose(1, 2) @ mix.transpose(1, 2)  # (B, HW, C): channels-last result
             if bias is not None:
                 out = out + bias
@@ -181,9 +209,15 @@ class FeedForward(nn.Module):
         ln_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Gated FFN on ``x`` (layer-normed; see :meth:`Attention.forward` for ``ln_*``)."""
+        hook = PLANE_HOOK.get()
+        if hook is not None:
+            return hook.feed_forward(self, x, z, ln_weight, ln_bias)
         scale, shift = _ipr_affine(self.kernel, z, x.shape[0], ln_weight, ln_bias)
-        x = self.dwconv(_modulated_pointwise(x, self.project_in, scale, shift))
-        x1, x2 = x.chunk(2, dim=1)
+        return self.gate(_modulated_pointwise(x, self.project_in, scale, shift))
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The FFN after its modulated ``project_in``: depthwise conv, GELU gate, ``project_out``."""
+        x1, x2 = self.dwconv(x).chunk(2, dim=1)
         return _pointwise(F.gelu(x1) * x2, self.project_out)
 
 

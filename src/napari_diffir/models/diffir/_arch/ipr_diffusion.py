@@ -115,11 +115,15 @@ class IPRDiffusion(nn.Module):
                     f"Expected IPR noise of shape ({b}, {self.ipr_dim}), but got {tuple(noise.shape)}"
                 )
             x = noise.to(device=device, dtype=torch.float32).expand(b, -1)
-        c = self.condition(img)
-        for t in reversed(range(self.num_timesteps)):
-            x = self.p_sample(x, t, c)
+        x = self.reverse(x, self.condition(img))
         if noise is None and generator is None:
             self._discard_draws(x)
+        return x
+
+    def reverse(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """All T reverse steps from the start ``x`` given CPEN's condition ``c`` (both (B, D))."""
+        for t in reversed(range(self.num_timesteps)):
+            x = self.p_sample(x, t, c)
         return x
 
     def forward(self, img: torch.Tensor, x: torch.Tensor | None = None, **sample_kwargs):

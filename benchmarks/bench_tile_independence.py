@@ -1,0 +1,332 @@
+"""Tile independence of DiffIR: plane statistics against today's per-tile prior, on held-out images.
+
+The bundled ``diffir-denoise`` on Gaussian noise (sigma on the 0-255 scale) on Set12 and
+scikit-image's ``camera``, normalised by the engine's percentile rule. For today's engine path
+(``napari_diffir.restore``, per-tile prior and attention) and for each plane method
+(``models.diffir.planewise``: statistics once per plane, then tiles), it prints the PSNR of the
+untiled and the tiled runs, max |tiled - untiled| on the [0, 1] model scale, a seam figure
+(gradient energy across tile borders over that just beside them, 1.0 = no seam) and the CPU
+seconds of the statistics and apply passes as a multiple of one plain untiled forward. Tiles are
+laid and blended exactly as the engine does (``engine.tiling``), with the restorer's overlap.
+
+Methods: ``global`` (one prior and one map per attention layer for the plane, exact sums),
+``global-p1``/``-p2`` (one or two full passes instead of the exact layer-by-layer sums),
+``priorN`` (one prior per fixed N-pixel cell, blended; attention global), ``attnN`` (attention
+maps per cell), ``gridN`` (both); a ``-hN`` suffix sets the halo of the statistics pass.
+
+    python benchmarks/bench_tile_independence.py
+    python benchmarks/bench_tile_independence.py --images camera,01 --methods global,grid64 --overlaps 32,64
+    python benchmarks/bench_tile_independence.py --memory 1024      # peak RSS, each run in its own process
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SET12 = "/work/data/testsets/Set12"
+METHODS = ("global", "global-p1", "global-p2", "prior64", "prior64-p1", "grid64", "prior48", "prior128")
+
+
+def method_options(spec: str) -> dict:
+    """``prepare_plane`` keywords for a method name (see the module docstring)."""
+    base, *suffixes = spec.split("-")
+    kw: dict = {}
+    if base.startswith("grid"):
+        kw["prior_grid"] = kw["attention_grid"] = int(base[4:])
+    elif base.startswith("prior"):
+        kw["prior_grid"] = int(base[5:])
+    elif base.startswith("attn"):
+        kw["attention_grid"] = int(base[4:])
+    elif base != "global":
+        raise SystemExit(f"unknown method {spec!r}")
+    for s in suffixes:
+        key = {"p": "passes", "h": "halo"}[s[0]]
+        kw[key] = int(s[1:])
+    return kw
+
+
+def load_image(name: str, set12: str) -> np.ndarray:
+    if name == "camera":
+        from skimage import data
+
+        return data.camera().astype(np.float64) / 255
+    from skimage import io
+
+    return io.imread(os.path.join(set12, f"{name}.png")).astype(np.float64) / 255
+
+
+def psnr(out: np.ndarray, clean: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((out.astype(np.float64) - clean) ** 2)))
+
+
+def tiled(fn, x, tile: int, overlap: int, multiple: int):
+    """``fn(tile, origin)`` over the engine's tiles of ``x`` (1, C, H, W), blended as it blends."""
+    import torch
+
+    from napari_diffir.engine.tiling import blend_weight, make_tiles
+
+    _, _, h, w = x.shape
+    tiles = make_tiles(h, w, tile, min(overlap, tile // 2), align=multiple)
+    acc = torch.zeros_like(x, memory_format=torch.contiguous_format)
+    wsum = torch.zeros(h, w)
+    for t in tiles:
+        out = fn(x[..., t.y0:t.y0 + t.h, t.x0:t.x0 + t.w], (t.y0, t.x0))
+        wt = torch.from_numpy(blend_weight(t, h, w, min(overlap, tile // 2), 1)) if len(tiles) > 1 else 1.0
+        acc[..., t.y0:t.y0 + t.h, t.x0:t.x0 + t.w] += out * wt
+        wsum[t.y0:t.y0 + t.h, t.x0:t.x0 + t.w] += wt
+    return acc / wsum, tiles
+
+
+def seam_excess(image: np.ndarray, tiles, overlap: int) -> float:
+    """Mean squared step across the middle of each blend ramp over that of the lines beside it.
+
+    For every inner tile edge, the line pair at the centre of the overlap's ramp is compared
+    with the 3 pairs on each side of it (same rows or columns, so the same image content);
+    per-tile strength changes add energy there. Averaged over both axes and all borders.
+    """
+    ratios = []
+    cut = overlap // 4
+    for axis in (0, 1):
+        starts = sorted({(t.y0, t.x0)[axis] for t in tiles} - {0})
+        steps = np.diff(image, axis=axis) ** 2
+        steps = steps.mean(axis=1 - axis)
+        for s in starts:
+            mid = s + cut + (overlap - 2 * cut) // 2  # centre of the ramp (tiling.blend_weight)
+            beside = np.r_[steps[mid - 4:mid - 1], steps[mid + 2:mid + 5]]
+            ratios.append(steps[mid - 1:mid + 1].mean() / beside.mean())
+    return float(np.mean(ratios)) if ratios else float("nan")
+
+
+def cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def quality(args) -> dict:
+    import torch
+
+    import napari_diffir as nd
+    from napari_diffir.engine.normalize import fit_normalizer
+    from napari_diffir.models.diffir.planewise import prepare_plane, restore_tile_with
+    from napari_diffir.restorer import TileContext
+
+    torch.set_num_threads(args.threads)
+    restorer = nd.get_restorer("diffir-denoise")
+    model = restorer.model  # eval, frozen, channels-last: exactly what the engine runs
+    m = model.multiple_of
+    overlap_engine = restorer.info.tile_overlap
+    results = {"images": {}, "methods": list(args.methods), "tiles": args.tiles, "overlaps": args.overlaps}
+    for name in args.images:
+        clean = load_image(name, args.set12)
+        rng = np.random.default_rng(args.seed)
+        noisy = (clean + rng.normal(0, args.sigma / 255, clean.shape)).astype(np.float32)
+        norm = fit_normalizer(noisy[None, None])
+        x = torch.from_numpy(norm.forward(noisy[None]))[None].contiguous(memory_format=torch.channels_last)
+        noise = TileContext(seed=0).noise_vector(model.ipr_dim).view(1, -1)  # the engine's, for seed=0
+
+        def to_image(y, norm=norm):
+            return norm.inverse(y[0].float().numpy())[0]
+
+        with torch.inference_mode():
+            t0 = cpu()
+            untiled = model.restore(x, noise=noise)
+            forward_s = cpu() - t0
+        row = {"size": list(clean.shape), "forward_cpu_s": forward_s, "untiled": psnr(to_image(untiled), clean)}
+        engine = nd.restore(noisy, restorer, tile_size=max(clean.shape), seed=0)
+        row["engine_untiled_vs_model"] = float(np.abs(norm.forward(engine[None])[0] - untiled[0, 0].numpy()).max())
+        for tile in args.tiles:
+            out = nd.restore(noisy, restorer, tile_size=tile, seed=0)
+            _, tiles = tiled(lambda t, o: t, x, tile, overlap_engine, m)
+            row[f"today_t{tile}"] = {
+                "psnr": psnr(out, clean),
+                "max_diff": float(np.abs(norm.forward(out[None])[0] - untiled[0, 0].numpy()).max()),
+                "seam": seam_excess(norm.forward(out[None])[0], tiles, overlap_engine),
+            }
+        row["seam_untiled"] = seam_excess(untiled[0, 0].numpy(), tiles, overlap_engine)
+        for spec in args.methods:
+            kw = method_options(spec)
+            with torch.inference_mode():
+                t0 = cpu()
+                state = prepare_plane(model, x, noise=noise, **kw)
+                t1 = cpu()
+                whole = restore_tile_with(model, x, state)
+                t2 = cpu()
+                res = {"prepare_x": (t1 - t0) / forward_s, "apply_x": (t2 - t1) / forward_s,
+                       "psnr": psnr(to_image(whole), clean),
+                       "max_diff_vs_untiled_forward": float((whole - untiled).abs().max())}
+                for tile in args.tiles:
+                    for ov in args.overlaps:
+                        y, tiles = tiled(lambda t, o, state=state: restore_tile_with(model, t, state, o), x, tile, ov, m)
+                        res[f"t{tile}_o{ov}"] = {"psnr": psnr(to_image(y), clean),
+                                                 "max_diff": float((y - whole).abs().max()),
+                                                 "seam": seam_excess(y[0, 0].numpy(), tiles, ov)}
+            row[spec] = res
+        results["images"][name] = row
+        _print_image(name, row, args)
+    _print_summary(results, args)
+    return results
+
+
+def _print_image(name: str, row: dict, args) -> None:
+    print(f"\n## {name} {row['size'][0]}x{row['size'][1]}: untiled {row['untiled']:.3f} dB "
+          f"(one forward {row['forward_cpu_s']:.1f} CPU s; engine untiled vs model {row['engine_untiled_vs_model']:.1e})")
+    for tile in args.tiles:
+        r = row[f"today_t{tile}"]
+        print(f"  today tile {tile}: {r['psnr']:.3f} dB  max|d| {r['max_diff']:.4f}  seam {r['seam']:.2f}")
+    print(f"  seam figure of the untiled output at the tile-{args.tiles[-1]} borders: {row['seam_untiled']:.2f}")
+    for spec in args.methods:
+        r = row[spec]
+        cells = "  ".join(
+            f"t{t}/o{o}: {r[f't{t}_o{o}']['psnr']:.3f} |d| {r[f't{t}_o{o}']['max_diff']:.4f} seam {r[f't{t}_o{o}']['seam']:.2f}"
+            for t in args.tiles for o in args.overlaps)
+        print(f"  {spec:<12} untiled {r['psnr']:.3f} (vs plain forward {r['max_diff_vs_untiled_forward']:.1e})  "
+              f"stats {r['prepare_x']:.2f}x  apply {r['apply_x']:.2f}x  | {cells}")
+
+
+def _print_summary(results: dict, args) -> None:
+    rows = list(results["images"].values())
+    n = len(rows)
+    print(f"\n## Mean over {n} images (sigma {args.sigma}); ΔPSNR = tiled - untiled of the same method")
+    print("| method | PSNR untiled | " + " | ".join(f"tile {t} ov {o}: mean ΔPSNR / worst ΔPSNR / max |d|"
+                                                  for t in args.tiles for o in args.overlaps) + " | stats | apply |")
+    print("|---|---|" + "---|" * (len(args.tiles) * len(args.overlaps)) + "---|---|")
+    base = np.mean([r["untiled"] for r in rows])
+    line = [f"| today (per tile) | {base:.3f} |"]
+    for t in args.tiles:
+        d = [r[f"today_t{t}"]["psnr"] - r["untiled"] for r in rows]
+        md = max(r[f"today_t{t}"]["max_diff"] for r in rows)
+        for _ in args.overlaps:
+            line.append(f" {np.mean(d):+.3f} / {min(d):+.3f} / {md:.3f} |")
+    print("".join(line) + " 0 | 1.00x |")
+    for spec in args.methods:
+        line = [f"| {spec} | {np.mean([r[spec]['psnr'] for r in rows]):.3f} |"]
+        for t in args.tiles:
+            for o in args.overlaps:
+                d = [r[spec][f"t{t}_o{o}"]["psnr"] - r[spec]["psnr"] for r in rows]
+                md = max(r[spec][f"t{t}_o{o}"]["max_diff"] for r in rows)
+                worst = max(d, key=abs)
+                line.append(f" {np.mean(d):+.3f} / {worst:+.3f} / {md:.4f} |")
+        stats = np.mean([r[spec]["prepare_x"] for r in rows])
+        apply = np.mean([r[spec]["apply_x"] for r in rows])
+        print("".join(line) + f" {stats:.2f}x | {apply:.2f}x |")
+    print("\nstats / apply: CPU time of prepare_plane / of restore_tile_with on the whole plane, in "
+          "plain untiled forwards. Seams (today -> method, tile "
+          f"{args.tiles[0]}, ov {args.overlaps[0]}), mean over images: "
+          f"{np.mean([r[f'today_t{args.tiles[0]}']['seam'] for r in rows]):.2f} -> " + ", ".join(
+              f"{s} {np.mean([r[s][f't{args.tiles[0]}_o{args.overlaps[0]}']['seam'] for r in rows]):.2f}"
+              for s in args.methods) + f" (untiled output {np.mean([r['seam_untiled'] for r in rows]):.2f})")
+
+
+def memory_child(mode: str, size: int, kw: dict, threads: int) -> dict:
+    """Peak RSS of one run in this process: a plain forward, prepare_plane, or one tile."""
+    import torch
+
+    import napari_diffir as nd
+    from napari_diffir.models.diffir.planewise import prepare_plane, restore_tile_with
+
+    torch.set_num_threads(threads)
+    model = nd.get_restorer("diffir-denoise").model
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((1, 1, size, size), dtype=np.float32)).contiguous(memory_format=torch.channels_last)
+    noise = torch.randn(1, model.ipr_dim)
+    with torch.inference_mode():
+        state = prepare_plane(model, x[..., :64, :64], noise=noise)  # warm-up: kernels, lazy imports
+        _reset_peak()
+        before = _rss_mib()
+        t0 = time.perf_counter()
+        if mode == "forward":
+            model.restore(x, noise=noise)
+        elif mode == "prepare":
+            state = prepare_plane(model, x, noise=noise, **kw)
+        else:  # one engine-sized tile restored with the plane state
+            state = prepare_plane(model, x[..., :size // 2, :size // 2], noise=noise, passes=0)
+            _reset_peak()
+            before = _rss_mib()
+            restore_tile_with(model, x[..., :int(mode), :int(mode)], state)
+        seconds = time.perf_counter() - t0
+    return {"mode": mode, "size": size, "peak_mib": _peak_mib(), "before_mib": before, "seconds": seconds}
+
+
+def _reset_peak() -> None:
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(field)
+
+
+def _rss_mib() -> float:
+    return _status_mib("VmRSS:")
+
+
+def _peak_mib() -> float:
+    return _status_mib("VmHWM:")
+
+
+def memory(args) -> None:
+    size = args.memory
+    runs = [("forward", {}), ("prepare", {}), ("prepare", {"passes": 1}), ("prepare", {"prior_grid": 64})]
+    runs += [(str(t), {}) for t in args.tiles]
+    print(f"## Peak RSS, {size}x{size} plane, each run in a fresh process ({args.threads} thread)")
+    print("| run | peak RSS MiB | growth over the loaded model MiB | wall s |")
+    print("|---|---|---|---|")
+    for mode, kw in runs:
+        cmd = [sys.executable, __file__, "--memory-child", json.dumps([mode, size, kw, args.threads])]
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.splitlines()[-1])
+        label = {"forward": "plain untiled forward"}.get(mode, f"one {mode}x{mode} tile, restore_tile_with")
+        if mode == "prepare":
+            label = f"prepare_plane {kw or 'global exact'} (cell 256)"
+        print(f"| {label} | {out['peak_mib']:.0f} | {out['peak_mib'] - out['before_mib']:.0f} | {out['seconds']:.1f} |")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", default="camera," + ",".join(f"{i:02d}" for i in range(1, 13)),
+                   help="comma-separated: camera and/or Set12 numbers (01..12)")
+    p.add_argument("--set12", default=SET12, help="folder with Set12's 01.png .. 12.png (evaluation only)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--tiles", default="128,256")
+    p.add_argument("--overlaps", default="32", help="tile overlaps for the plane methods (engine default: 32)")
+    p.add_argument("--sigma", type=float, default=25.0)
+    p.add_argument("--seed", type=int, default=0, help="noise seed (numpy)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write all figures to this file")
+    p.add_argument("--memory", type=int, metavar="SIZE", help="measure peak RSS on a SIZE x SIZE plane instead")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_child:
+        mode, size, kw, threads = json.loads(args.memory_child)
+        print(json.dumps(memory_child(mode, size, kw, threads)))
+        return
+    args.images = args.images.split(",")
+    args.methods = [s for s in args.methods.split(",") if s]
+    args.tiles = [int(t) for t in args.tiles.split(",")]
+    args.overlaps = [int(o) for o in args.overlaps.split(",")]
+    if args.memory:
+        memory(args)
+        return
+    results = quality(args)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

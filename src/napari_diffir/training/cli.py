@@ -279,10 +279,8 @@ def prepare(args: argparse.Namespace):
 
 def _degradation(args: argparse.Namespace, scale: int):
     """The synthetic degradation of the clean images, and the fitted noise model if one is used."""
-    import numpy as np
-
     from .degradations import Degradation
-    from .noise_model import NoiseModel, estimate_noise
+    from .noise_model import NoiseModel, estimate_noise_of
 
     if args.noise and args.noise_from:
         raise ValueError("Give --noise or --noise-from, not both")
@@ -296,9 +294,9 @@ def _degradation(args: argparse.Namespace, scale: int):
         if args.noise:
             noise = NoiseModel.parse(args.noise)
         else:
-            from .data import percentile_normalize, read_planes
+            from .data import read_planes
 
-            noise = estimate_noise(np.stack([percentile_normalize(a) for a in read_planes(args.noise_from)[:8]]))
+            noise = estimate_noise_of(read_planes(args.noise_from))
         return noise.degradation(), noise
     degradation = Degradation.preset(args.degradation or ("denoise" if scale == 1 else "sr"), scale=scale)
     if scale > 1 and degradation.scale != scale:

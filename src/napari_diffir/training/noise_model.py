@@ -18,7 +18,7 @@ import numpy as np
 from .data import TrainingDataError
 from .degradations import Degradation
 
-__all__ = ["NoiseModel", "estimate_noise"]
+__all__ = ["NoiseModel", "estimate_noise", "estimate_noise_of"]
 
 KINDS = ("gaussian", "poisson-gaussian")
 
@@ -131,3 +131,17 @@ def estimate_noise(image: np.ndarray, bins: int = 16) -> NoiseModel:
     if not sigma > 0:
         raise TrainingDataError("The noisy image has no measurable noise (its fine detail is zero)")
     return NoiseModel("gaussian", sigma=sigma)
+
+
+def estimate_noise_of(planes: list[np.ndarray]) -> NoiseModel:
+    """The noise model of a user's noisy planes (a file's or a layer's), each normalised by its
+    own percentiles as training and inference normalise them; up to 8 planes are used."""
+    from .data import percentile_normalize
+
+    if not planes:
+        raise TrainingDataError("No noisy image given to estimate the noise from")
+    picked = planes[:: max(1, len(planes) // 8)][:8]
+    shapes = {p.shape for p in picked}
+    if len(shapes) > 1:
+        picked = [p for p in picked if p.shape == picked[0].shape]
+    return estimate_noise(np.stack([percentile_normalize(p) for p in picked]))

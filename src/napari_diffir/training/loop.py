@@ -102,6 +102,9 @@ class TrainingCancelled(Exception):
         self.step = step
         self.out_dir = out_dir
 
+    def __reduce__(self):  # pickled with its fields (the Train widget trains in a child process)
+        return type(self), (str(self), self.step, self.out_dir)
+
 
 class TrainingBudgetError(ValueError):
     """The time budget cannot fit the run's validation; raised before the first training step."""

@@ -24,7 +24,8 @@ import numpy as np
 from .data import TrainingDataError, to_planes
 from .loop import TrainingProgress
 
-__all__ = ["JobProgress", "TrainJob", "base_model", "layer_description", "run_job", "stage_commands", "write_arrays"]
+__all__ = ["JobProgress", "TrainJob", "base_model", "check_name", "layer_description", "run_job", "stage_commands",
+           "write_arrays"]
 
 BASE_MODELS = {("diffir", 1): "diffir-denoise", ("diffir", 4): "diffir-sr4", ("srdiff", 4): "srdiff-sr4"}
 """The bundled model a fine-tune starts from, by (family, scale)."""
@@ -198,7 +199,7 @@ def run_job(job: TrainJob, *, progress: Callable[[JobProgress], None] | None = N
     from .cli import parse_train_args, train
 
     dest = Path(job.dest) if job.dest else models_dir()
-    _check_name(job.name, dest)
+    check_name(job.name, dest)
     commands = stage_commands(job)
     run = Path(job.run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -227,7 +228,8 @@ def run_job(job: TrainJob, *, progress: Callable[[JobProgress], None] | None = N
     return saved
 
 
-def _check_name(name: str, dest: Path) -> None:
+def check_name(name: str, dest: Path) -> None:
+    """Refuse a model name that is not one lower-case word or that another restorer has."""
     from ..registry import list_restorers
 
     if not name or name != name.strip().lower() or " " in name or "/" in name:

@@ -17,7 +17,7 @@ __all__ = ["CurveView"]
 
 LOSS_COLOUR = QColor("#e5a03d")
 PSNR_COLOUR = QColor("#4fb3e8")
-MARGIN = (44, 10, 44, 22)  # left, top, right, bottom (room for the axis labels)
+MARGIN = (54, 10, 44, 22)  # left, top, right, bottom (room for the axis labels)
 
 
 class CurveView(QWidget):

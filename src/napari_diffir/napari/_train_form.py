@@ -27,7 +27,7 @@ TASKS = {
     "sr4": ("Super-resolution x4", "sr", 4, False),
 }
 """Form key -> (label, job task, scale, paired)."""
-FAMILIES = {"diffir": "DiffIR (both stages from scratch)", "srdiff": "SRDiff (super-resolution only)"}
+FAMILIES = {"diffir": "DiffIR", "srdiff": "SRDiff (super-resolution only)"}
 STARTS = {"fine-tune": "Fine-tune a bundled model", "scratch": "From scratch (random weights)"}
 SPLITS = {"region": "By region (a band of every plane)", "plane": "By plane (whole planes of stacks)"}
 

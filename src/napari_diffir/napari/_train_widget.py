@@ -55,7 +55,8 @@ class TrainWidget(Container):
         self._task = combo("task", "Task", {k: v[0] for k, v in TASKS.items()}, D.task,
                            "Denoise clean-enough images with synthetic noise, or learn from low/high-SNR pairs; "
                            "super-resolution learns from your high-resolution images (bicubic-downsampled)")
-        self._family = combo("family", "Model", FAMILIES, D.family, "DiffIR: denoise or SR; SRDiff: SR only")
+        self._family = combo("family", "Model", FAMILIES, D.family, "DiffIR: denoise or SR; SRDiff: SR only. From scratch, "
+                             "both stages of the model are trained in turn")
         self._start = combo("start", "Start", STARTS, D.start,
                             "Fine-tuning the bundled model is fast and needs little data; from scratch trains "
                             "both stages in turn and needs much more time")

@@ -154,6 +154,12 @@ def problems(s: TrainSettings, layers: dict[str, tuple[tuple[int, ...], bool]]) 
                 split(pairs, s.val_split, s.val_fraction, s.seed, s.patch_size, s.scale if s.paired else 1)
             except TrainingDataError as exc:
                 out["val_split"] = str(exc)
+    from ..training.sizes import patch_multiple
+
+    multiple = patch_multiple(s.family, s.scale, "rrdb" if s.start == "scratch" and s.family == "srdiff" else "")
+    multiple = max(multiple, patch_multiple(s.family, s.scale, ""))  # every stage of the job must take it
+    if s.patch_size % multiple and "patch_size" not in out:
+        out["patch_size"] = f"Patch size {s.patch_size} must be a multiple of {multiple} for this model and scale"
     if not s.budget_minutes > 0:
         out["budget_minutes"] = "The time budget must be more than 0 minutes"
     try:

@@ -116,8 +116,9 @@ class TrainWidget(Container):
         for w in self._fields.values():
             w.changed.connect(self._validate)
         self._noisy.changed.connect(self._estimate_noise)
-        self._task.changed.connect(self._suggest_name)
-        self._family.changed.connect(self._suggest_name)
+        for w in (self._task, self._family):
+            w.changed.connect(self._suggest_name)
+            w.changed.connect(self._use_recipe_patch)
         self._train_button.changed.connect(lambda *_: self.train())
         self._cancel_button.changed.connect(lambda *_: self.cancel())
         self._events = [getattr(viewer.layers.events, n) for n in ("inserted", "removed", "renamed")]
@@ -144,6 +145,15 @@ class TrainWidget(Container):
         if self._name.value and not self._name.value.startswith("my-"):
             return  # the user's own name stays
         self._name.value = suggest_name(self.settings(), {i.name for i in list_restorers()})
+
+    def _use_recipe_patch(self, *_: Any) -> None:
+        """The bundled recipe's patch size for this model and task (48 denoise, 128 DiffIR x4, ...)."""
+        from ..training.session import recipe_patch
+
+        s = self.settings()
+        if s.family == "srdiff" and s.scale == 1:
+            return  # a problem shown at the Model field; nothing to suggest
+        self._patch.value = recipe_patch(s.family, s.scale)
 
     def settings(self) -> TrainSettings:
         """The form's values."""

@@ -145,6 +145,7 @@ def prepare(args: argparse.Namespace):
 
     from . import data as D
     from .loop import LoopConfig
+    from .sizes import input_multiple
     from .splits import split
 
     if args.channels != 1:
@@ -172,7 +173,7 @@ def prepare(args: argparse.Namespace):
                             num_refinement_blocks=args.refinement, heads=tuple(args.heads),
                             ffn_expansion_factor=args.ffn, LayerNorm_type=args.layernorm,
                             n_encoder_res=args.n_encoder_res, n_feats=args.n_feats)
-        lq_multiple = arch.multiple_of
+        lq_multiple = input_multiple("diffir", scale, str(args.stage))
         ema = 0.999 if args.ema is None else args.ema
         if args.stage == 2 and not (args.s1 or args.init):
             raise ValueError("DiffIR stage 2 needs the stage-1 checkpoint (--s1 RUN_DIR/best.safetensors) "
@@ -183,8 +184,7 @@ def prepare(args: argparse.Namespace):
         scale = args.scale
         arch = SRDiffConfig(scale=scale, channels=1, hidden=args.hidden, dim_mults=tuple(args.dim_mults),
                             rrdb_blocks=args.rrdb_blocks, rrdb_feat=args.rrdb_feat)
-        hr_multiple = 2 ** (len(arch.dim_mults) - 1)
-        lq_multiple = max(1, hr_multiple // scale) if args.stage == "diffusion" else 1
+        lq_multiple = input_multiple("srdiff", scale, args.stage, len(arch.dim_mults))
         ema = 0.0 if args.ema is None else args.ema
         if args.stage == "diffusion" and not args.rrdb:
             raise ValueError("SRDiff diffusion training needs the pre-trained RRDB: pass --rrdb RUN_DIR/best.safetensors")

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from .data import TrainingDataError, to_planes
-from .loop import TrainingProgress
+from .progress import TrainingProgress
 
-__all__ = ["JobProgress", "TrainJob", "base_model", "check_name", "layer_description", "run_job", "stage_commands",
-           "write_arrays"]
+__all__ = ["JobProgress", "TrainJob", "base_model", "check_name", "layer_description", "recipe_patch", "run_job",
+           "stage_commands", "write_arrays"]
 
 BASE_MODELS = {("diffir", 1): "diffir-denoise", ("diffir", 4): "diffir-sr4", ("srdiff", 4): "srdiff-sr4"}
 """The bundled model a fine-tune starts from, by (family, scale)."""
@@ -107,6 +107,11 @@ def base_model(family: str, scale: int) -> str:
         raise TrainingDataError(f"No bundled {family} x{scale} model to fine-tune (bundled: {have}); "
                                 "train from scratch instead")
     return name
+
+
+def recipe_patch(family: str, scale: int) -> int:
+    """The patch size of the bundled recipe of this family and scale."""
+    return _recipe(family, scale)[1]
 
 
 def _recipe(family: str, scale: int) -> tuple[list[str], int]:

@@ -124,9 +124,20 @@ class TrainWidget(Container):
         self._events = [getattr(viewer.layers.events, n) for n in ("inserted", "removed", "renamed")]
         for e in self._events:
             e.connect(self._on_layers_changed)
+        self.native.destroyed.connect(self._on_destroyed)
         self._on_layers_changed()
         self._suggest_name()
         align_labels(self._sections)
+
+    def _on_destroyed(self, *_: Any) -> None:
+        """The dock was closed: stop a running training (it checkpoints) and the layer events."""
+        if self._cancel_event is not None:
+            self._cancel_event.set()
+        for e in self._events:
+            try:
+                e.disconnect(self._on_layers_changed)
+            except (TypeError, ValueError, RuntimeError):
+                pass
 
     # ------------------------------------------------------------------ form
 

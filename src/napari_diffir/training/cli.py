@@ -284,19 +284,15 @@ def _degradation(args: argparse.Namespace, scale: int):
 
     if args.noise and args.noise_from:
         raise ValueError("Give --noise or --noise-from, not both")
-    noise = None
     if args.noise or args.noise_from:
         if scale != 1 or args.paired or args.degradation not in (None, "denoise"):
             raise ValueError("--noise/--noise-from set the noise of synthetic denoising (scale 1, no --paired, "
                              f"--degradation denoise), but this run has scale {scale}"
                              + (", --paired" if args.paired else "")
                              + (f", --degradation {args.degradation}" if args.degradation else ""))
-        if args.noise:
-            noise = NoiseModel.parse(args.noise)
-        else:
-            from .data import read_planes
+        from .data import read_planes
 
-            noise = estimate_noise_of(read_planes(args.noise_from))
+        noise = NoiseModel.parse(args.noise) if args.noise else estimate_noise_of(read_planes(args.noise_from))
         return noise.degradation(), noise
     degradation = Degradation.preset(args.degradation or ("denoise" if scale == 1 else "sr"), scale=scale)
     if scale > 1 and degradation.scale != scale:

@@ -175,3 +175,33 @@ def test_noise_from_a_noisy_file_sets_the_training_degradation(one_image, tmp_pa
     assert model.kind == "gaussian" and 0.05 < model.sigma < 0.2
     lo, hi = card["data"]["degradation"]["gaussian_sigma"]
     assert lo < model.sigma < hi and card["data"]["degradation"]["p_gaussian"] == 1.0
+
+
+def test_ctrl_c_checkpoints_and_exits_130_and_the_same_command_resumes(one_image, tmp_path):
+    """SIGINT during a CLI run stops at the end of the step, writes the checkpoint, exits 130 with
+    a line saying how to resume; the same command (one more step here) continues from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "napari_diffir.cli", "train", *TINY, "--data", str(one_image), "--val-split",
+           "region", "--steps", "100000", "--val-every", "1", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "log.jsonl").exists():
+        time.sleep(0.2)
+    while time.time() < deadline and sum(1 for _ in open(out / "log.jsonl")) < 2:  # a validation after step 1
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "training cancelled at step" in err and "resumes it" in err
+    step = json.loads((out / "state.json").read_text())["step"]
+    assert 1 <= step < 100000
+    resumed = subprocess.run([*cmd, "--stop-after", "1"], env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0 and f"resumed from {out} at step {step}" in resumed.stderr
+    assert json.loads((out / "state.json").read_text())["step"] == step + 1

@@ -133,3 +133,16 @@ def test_listing_restorers_imports_neither_torch_nor_bioimageio():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_info_describes_a_package(unet, tmp_path, capsys):
+    """`napari-diffir info PACKAGE.zip` names the model, its authors and how napari-diffir runs it (or why not)."""
+    from napari_diffir.cli import main
+
+    assert main(["info", unet]) == 0
+    out = capsys.readouterr().out
+    assert "tiny UNet denoiser" in out and "authors: Test Author" in out and "weights: pytorch_state_dict" in out
+    assert "restorer: bioimageio" in out and "24 + n * 4 px, halo 8 px, input percentile 1..99.8" in out
+    onnx = str(tiny_unet_package(tmp_path, weights="onnx"))
+    assert main(["info", onnx]) == 0
+    assert "restorer: none (napari-diffir cannot run it:" in capsys.readouterr().out

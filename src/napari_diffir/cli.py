@@ -143,6 +143,13 @@ def _progress_bar(quiet: bool):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .restorers.bioimageio_package import is_package
+
+    if is_package(args.file):
+        from .bioimageio.describe import describe_package
+
+        print(describe_package(args.file))
+        return 0
     from .checkpoints import load_checkpoint
     from .routing import restorer_for_checkpoint
 
@@ -198,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
 
-    p = sub.add_parser("info", help="describe a checkpoint file")
+    p = sub.add_parser("info", help="describe a checkpoint file or a bioimage.io package")
     p.add_argument("file")
     p.set_defaults(func=_cmd_info)
 

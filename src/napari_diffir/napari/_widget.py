@@ -125,12 +125,12 @@ class RestoreWidget(LayerChoice, RestorerChoice, Validation, RunControls, Export
         )
         self._advanced = self._sections[-1]
         buttons = Container(name="buttons", layout="horizontal", labels=False,
-                            widgets=[self._run, self._cancel, self._export])
+                            widgets=[self._run, self._cancel])
         buttons.margins = (0, 0, 0, 0)
         s = self._sections
         self._groups = (*self._sections, buttons)
         self.extend([s[0], self._about, s[1], s[2], s[3], self._advanced_button, s[4],
-                     self._device_info, buttons, self._progress, self._status])
+                     self._device_info, buttons, self._progress, self._status, self._export])
         self._device_info.visible = False
         for hint in self._hints.values():
             hint.visible = False

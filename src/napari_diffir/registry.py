@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "napari_diffir.restorers.diffir",
     "napari_diffir.restorers.srdiff",
     "napari_diffir.restorers.baselines",
+    "napari_diffir.restorers.bioimageio",
     "napari_diffir.restorers.user",
 )
 

@@ -172,8 +172,8 @@ class RestorerChoice:
         from qtpy.QtWidgets import QFileDialog
 
         path, _ = QFileDialog.getOpenFileName(
-            self.native, "Load a DiffIR or SRDiff checkpoint", "",
-            "Checkpoints (*.pth *.pt *.ckpt *.safetensors);;All files (*)",
+            self.native, "Load a DiffIR or SRDiff checkpoint, or a bioimage.io package", "",
+            "Checkpoints (*.pth *.pt *.ckpt *.safetensors);;bioimage.io packages (*.zip *.yaml);;All files (*)",
         )
         return path or None
 

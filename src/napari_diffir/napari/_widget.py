@@ -4,12 +4,13 @@ A magicgui ``Container`` (so scripts and tests can set every field and call :met
 This module lays the form out, follows the viewer and the dock, and lists the devices; each
 other job is a mixin of its own module: ``_layer_choice`` (the Image and Mask pickers),
 ``_restorer_choice`` (the restorer menu, its options and weights), ``_validation`` (the engine's
-``check()`` on every change, shown at the fields at fault) and ``_run_controls`` (Run, Cancel,
-progress and the output layer). Below them: ``_catalogue`` (restorer menu, weights choices; no
-Qt), ``_weights`` (the weights field), ``_options`` (one widget per restorer option), ``_device``
-(device list and indicator), ``_form`` (Qt layout details), ``_inputs`` (layers to arrays, axes
-and masks), ``_layers`` (the output layer), ``_runner`` (threads, cancel, the Future) and
-``_worker`` (the job run off the main thread).
+``check()`` on every change, shown at the fields at fault), ``_run_controls`` (Run, Cancel,
+progress and the output layer) and ``_export_action`` (Export to bioimage.io). Below them:
+``_catalogue`` (restorer menu, weights choices; no Qt), ``_weights`` (the weights field),
+``_package`` (a bioimage.io package as weights), ``_options`` (one widget per restorer option),
+``_device`` (device list and indicator), ``_form`` (Qt layout details), ``_inputs`` (layers to
+arrays, axes and masks), ``_layers`` (the output layer), ``_runner`` (threads, cancel, the
+Future) and ``_worker`` (the job run off the main thread).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, Pro
 from ..engine.settings import DEFAULTS
 from ..restorer import RestorerInfo
 from ._device import probe_devices
+from ._export_action import ExportAction
 from ._form import align_labels, compact, section, text_line
 from ._layer_choice import LayerChoice
 from ._restorer_choice import RestorerChoice
@@ -42,7 +44,7 @@ HINTED = ("steps", "mask", "seed", "tile_size", "tile_overlap", "precision", "ou
 """Fields with a message line under them (besides Axes and Weights, which have their own)."""
 
 
-class RestoreWidget(LayerChoice, RestorerChoice, Validation, RunControls, Container):
+class RestoreWidget(LayerChoice, RestorerChoice, Validation, RunControls, ExportAction, Container):
     """Restore the selected image layer with any registered restorer; output goes to a new layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -103,6 +105,8 @@ class RestoreWidget(LayerChoice, RestorerChoice, Validation, RunControls, Contai
                                            tooltip="Seed, tiles, device, precision and output type")
         self._run = PushButton(name="run_button", text="Run")
         self._cancel = PushButton(name="cancel_button", text="Cancel", enabled=False)
+        self._export = PushButton(name="export_button", text="Export to bioimage.io…",
+                                  tooltip="Save the selected model (and weights) as a bioimage.io package")
         self._progress = ProgressBar(name="progress", min=0, max=1000, value=0)
         self._status = text_line("status")
         self._hints = {name: text_line(f"{name}_hint") for name in HINTED}
@@ -126,7 +130,7 @@ class RestoreWidget(LayerChoice, RestorerChoice, Validation, RunControls, Contai
         s = self._sections
         self._groups = (*self._sections, buttons)
         self.extend([s[0], self._about, s[1], s[2], s[3], self._advanced_button, s[4],
-                     self._device_info, buttons, self._progress, self._status])
+                     self._device_info, buttons, self._progress, self._status, self._export])
         self._device_info.visible = False
         for hint in self._hints.values():
             hint.visible = False
@@ -147,6 +151,7 @@ class RestoreWidget(LayerChoice, RestorerChoice, Validation, RunControls, Contai
             w.changed.connect(self._validate)
         self._run.changed.connect(self._on_run_clicked)
         self._cancel.changed.connect(self.cancel)
+        self._export.changed.connect(self._on_export_clicked)
         self._viewer_events = [(getattr(viewer.layers.events, name), self._on_layers_changed)
                                for name in ("inserted", "removed", "moved", "reordered")]
         self._viewer_events.append((viewer.layers.selection.events.active, self._on_active_layer))

@@ -66,11 +66,15 @@ class TinyUNet(nn.Module):
 
 
 def tiny_unet_package(folder: Path, *, preprocessing: str = "scale_range", output: str = "image",
-                      weights: str = "pytorch_state_dict") -> Path:
+                      weights: str = "pytorch_state_dict", postprocessing: str = "none") -> Path:
     """A bioimage.io 0.5 package of a tiny UNet built with bioimageio.spec's builders, fully offline.
 
     :param preprocessing: ``scale_range`` (percentiles 1/99.8), ``fixed`` (fixed mean/std, raw
-        intensities), or ``zmuv`` (per-image mean/std, which napari-diffir refuses).
+        intensities), ``zmuv`` (per-image mean/std), ``zmuv_dataset`` (mean/std per dataset),
+        ``zmuv_rows`` (mean/std of each row: refused) or ``clip_percentile`` (refused).
+    :param postprocessing: ``none``, ``scale_mean_variance`` (back to the input's mean/std),
+        ``scale_linear`` (the inverse of ``fixed``: gain 400, offset 800), ``clip_sigmoid``
+        (pointwise), or ``scale_range`` (refused).
     :param output: ``image`` or ``vector`` (a per-image feature vector: not an image).
     :param weights: ``pytorch_state_dict`` or ``onnx`` (napari-diffir refuses the latter).
     """
@@ -92,6 +96,7 @@ def tiny_unet_package(folder: Path, *, preprocessing: str = "scale_range", outpu
     pre, x = _unet_preprocessing(preprocessing, raw, b)
     with torch.no_grad():
         y = net(torch.from_numpy(x)).numpy()
+    post, y = _unet_postprocessing(postprocessing, raw, y, b)
     y_axes: list = [b.BatchAxis(), b.ChannelAxis(channel_names=["c"])]
     if output == "image":
         y_axes += [b.SpaceOutputAxisWithHalo(id=b.AxisId(a), halo=8, size=b.SizeReference(
@@ -121,9 +126,9 @@ def tiny_unet_package(folder: Path, *, preprocessing: str = "scale_range", outpu
                                         b.SpaceInputAxis(id=b.AxisId("x"), size=size)],
             test_tensor=b.FileDescr(source=folder / "in.npy"), preprocessing=pre)],
         outputs=[b.OutputTensorDescr(id=b.TensorId("denoised"), axes=y_axes,
-                                     test_tensor=b.FileDescr(source=folder / "out.npy"))],
+                                     test_tensor=b.FileDescr(source=folder / "out.npy"), postprocessing=post)],
         weights=wdescr)
-    return save_bioimageio_package(descr, output_path=folder / f"unet-{preprocessing}-{output}-{weights}.zip")
+    return save_bioimageio_package(descr, output_path=folder / f"unet-{preprocessing}-{postprocessing}-{output}-{weights}.zip")
 
 
 def _unet_preprocessing(kind: str, raw: np.ndarray, b):
@@ -135,5 +140,24 @@ def _unet_preprocessing(kind: str, raw: np.ndarray, b):
     if kind == "fixed":
         return [b.FixedZeroMeanUnitVarianceDescr(kwargs=b.FixedZeroMeanUnitVarianceKwargs(mean=800.0, std=400.0))], \
             ((raw - 800.0) / 400.0).astype(np.float32)
-    return [b.ZeroMeanUnitVarianceDescr(kwargs=b.ZeroMeanUnitVarianceKwargs(axes=yx))], \
+    if kind == "clip_percentile":
+        return [b.ClipDescr(kwargs=b.ClipKwargs(min_percentile=1.0, max_percentile=99.0, axes=yx))], raw
+    axes = {"zmuv": yx, "zmuv_dataset": [b.AxisId("batch"), *yx], "zmuv_rows": [b.AxisId("x")]}[kind]
+    return [b.ZeroMeanUnitVarianceDescr(kwargs=b.ZeroMeanUnitVarianceKwargs(axes=axes))], \
         ((raw - raw.mean()) / (raw.std() + 1e-6)).astype(np.float32)
+
+
+def _unet_postprocessing(kind: str, raw: np.ndarray, y: np.ndarray, b):
+    yx = [b.AxisId("y"), b.AxisId("x")]
+    if kind == "none":
+        return [], y
+    if kind == "scale_mean_variance":
+        out = (y - y.mean()) / (y.std() + 1e-6) * (raw.std() + 1e-6) + raw.mean()
+        return [b.ScaleMeanVarianceDescr(kwargs=b.ScaleMeanVarianceKwargs(reference_tensor=b.TensorId("raw"),
+                                                                          axes=yx))], out.astype(np.float32)
+    if kind == "scale_linear":
+        return [b.ScaleLinearDescr(kwargs=b.ScaleLinearKwargs(gain=400.0, offset=800.0))], y * 400 + 800
+    if kind == "clip_sigmoid":
+        return [b.ClipDescr(kwargs=b.ClipKwargs(min=-1.0, max=1.0)), b.SigmoidDescr()], \
+            1 / (1 + np.exp(-y.clip(-1, 1)))
+    return [b.ScaleRangeDescr(kwargs=b.ScaleRangeKwargs(axes=yx, reference_tensor=b.TensorId("raw")))], y

@@ -108,10 +108,126 @@ def test_napari_diffir_export_round_trips(tmp_path):
     np.testing.assert_allclose(norm.forward(again[None]), norm.forward(original[None]), atol=1e-4)
 
 
+def _core_with_its_own_ops(package, image: np.ndarray) -> np.ndarray:
+    """bioimageio.core's result for a package with sample statistics of its output, from core's own
+    operators and measures: its pipeline (0.11) raises KeyError on such packages, because it asks for
+    the output's statistics while preprocessing, before the output exists."""
+    from bioimageio.core import Sample, Tensor, create_prediction_pipeline, load_description
+    from bioimageio.core.proc_setup import _get_described_procs
+    from bioimageio.core.stat_calculators import compute_sample_measures
+
+    descr = load_description(package)
+    raw = Tensor.from_numpy(image[None, None].astype(np.float32), dims=("batch", "channel", "y", "x"))
+    sample = Sample(members={"raw": raw}, stat={}, id="s")
+    pre, post = _get_described_procs(descr.inputs), _get_described_procs(descr.outputs)
+    sample.stat.update(compute_sample_measures({m for op in pre for m in op.required_measures}, sample))
+    for op in pre:
+        op(sample)
+    with create_prediction_pipeline(descr) as pipeline:
+        out = pipeline.predict_sample_without_blocking(sample, skip_preprocessing=True, skip_postprocessing=True,
+                                                       skip_input_padding=True, skip_output_cropping=True)
+    result = Sample(members={"raw": raw, "denoised": out.members["denoised"]}, stat={}, id="s")
+    result.stat.update(compute_sample_measures({m for op in post for m in op.required_measures}, result))
+    for op in post:
+        op(result)
+    return result.members["denoised"].data.values[0, 0]
+
+
+@pytest.fixture(scope="module")
+def meanstd_package(tmp_path_factory):
+    """Noise2Void / careamics style: zero_mean_unit_variance in, scale_mean_variance back out."""
+    folder = tmp_path_factory.mktemp("meanstd")
+    return str(tiny_unet_package(folder, preprocessing="zmuv", postprocessing="scale_mean_variance"))
+
+
+def test_per_image_mean_std_package_equals_core_tiled_untiled_and_lazy(meanstd_package):
+    """zero_mean_unit_variance in, scale_mean_variance back out (Noise2Void / careamics style): the
+    statistics come from the whole image, so untiled equals bioimageio.core, and tiles and dask blocks
+    give the untiled result (errors in units of the image's standard deviation)."""
+    import dask.array as da
+
+    package = meanstd_package
+    info = napari_diffir.get_restorer("bioimageio", weights=package).info
+    assert (info.normalize, info.standardize_output) == ("meanstd", 1e-6)
+    image = make_image(64)
+    sd = float(image.std())
+    whole = napari_diffir.restore(image, "bioimageio", weights=package, tile_size=None, device="cpu")
+    core = _core_with_its_own_ops(package, image)
+    assert np.abs(whole - core).max() / sd < 1e-5
+    assert abs(float(whole.mean()) - float(image.mean())) < 1e-3 and abs(float(whole.std()) / sd - 1) < 1e-5
+    tiled = napari_diffir.restore(image, "bioimageio", weights=package, tile_size=40, tile_overlap=24, device="cpu")
+    assert np.abs(tiled - whole).max() / sd < 1e-4
+    lazy = napari_diffir.restore(da.from_array(image, chunks=32), "bioimageio", weights=package, tile_size=40,
+                                 tile_overlap=24, device="cpu")
+    assert isinstance(lazy, da.Array)
+    assert np.abs(lazy.compute() - whole).max() / sd < 1e-4
+
+
+def test_cli_info_names_the_mean_std_processing(meanstd_package, capsys):
+    from napari_diffir.cli import main
+
+    assert main(["info", meanstd_package]) == 0
+    assert "halo 8 px, input mean/std, output to the input's mean/std, pytorch_state_dict" in capsys.readouterr().out
+
+
+def test_chunk_by_chunk_run_refuses_whole_output_statistics(meanstd_package, tmp_path):
+    """restore_file writes (and resumes) block by block, so it cannot use statistics of the whole output."""
+    import tifffile
+
+    from napari_diffir.batch.stream import restore_file
+
+    tifffile.imwrite(tmp_path / "in.tif", make_image(64))
+    with pytest.raises(ValueError, match=r"'tiny UNet denoiser' maps its output to the input's mean and standard "
+                                         r"deviation, .* which a chunk-by-chunk run cannot give"):
+        restore_file(str(tmp_path / "in.tif"), str(tmp_path / "out.zarr"), "bioimageio", weights=meanstd_package,
+                     progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_fixed_mean_std_undone_by_scale_linear_equals_core(tmp_path):
+    """fixed_zero_mean_unit_variance in and its inverse as scale_linear out are pointwise: raw intensities
+    in, each tile on its own, bioimageio.core's full pipeline out."""
+    from bioimageio.core import Sample, Tensor, create_prediction_pipeline, load_description
+
+    package = str(tiny_unet_package(tmp_path, preprocessing="fixed", postprocessing="scale_linear"))
+    assert napari_diffir.get_restorer("bioimageio", weights=package).info.normalize == "none"
+    image = make_image(48)
+    out = napari_diffir.restore(image, "bioimageio", weights=package, tile_size=None, device="cpu")
+    raw = Tensor.from_numpy(image[None, None].astype(np.float32), dims=("batch", "channel", "y", "x"))
+    with create_prediction_pipeline(load_description(package)) as pipeline:
+        core = pipeline.predict_sample_without_blocking(Sample(members={"raw": raw}, stat={}, id="s"),
+                                                        skip_input_padding=True, skip_output_cropping=True)
+    np.testing.assert_allclose(out / 400.0, core.members["denoised"].data.values[0, 0] / 400.0, atol=1e-5)
+
+
+def test_dataset_mean_std_with_pointwise_postprocessing_equals_core(tmp_path):
+    """Mean/std over the dataset (the whole image given) in; clip and sigmoid out give the output units
+    of its own, so the engine does not map it back: it is what bioimageio.core gives, tiled or not."""
+    from bioimageio.core import Sample, Tensor, create_prediction_pipeline, load_description
+
+    package = str(tiny_unet_package(tmp_path, preprocessing="zmuv_dataset", postprocessing="clip_sigmoid"))
+    info = napari_diffir.get_restorer("bioimageio", weights=package).info
+    assert (info.normalize, info.inverse_output, info.standardize_output) == ("meanstd", False, None)
+    image = make_image(64)
+    whole = napari_diffir.restore(image, "bioimageio", weights=package, tile_size=None, device="cpu")
+    raw = Tensor.from_numpy(image[None, None].astype(np.float32), dims=("batch", "channel", "y", "x"))
+    with create_prediction_pipeline(load_description(package)) as pipeline:
+        core = pipeline.predict_sample_without_blocking(Sample(members={"raw": raw}, stat={}, id="s"),
+                                                        skip_input_padding=True, skip_output_cropping=True)
+    np.testing.assert_allclose(whole, core.members["denoised"].data.values[0, 0], atol=1e-5)
+    tiled = napari_diffir.restore(image, "bioimageio", weights=package, tile_size=40, tile_overlap=24, device="cpu")
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind, message", [
     (dict(output="vector"), r"has no y and x axes, so it is not an image"),
     (dict(weights="onnx"), r"has only onnx weights; napari-diffir runs PyTorch weights"),
-    (dict(preprocessing="zmuv"), r"preprocessing 'zero_mean_unit_variance' needs statistics of the whole image"),
+    (dict(preprocessing="zmuv_rows"), r"preprocessing 'zero_mean_unit_variance' over axes \['x'\] \(without both y "
+                                      r"and x\) is not supported"),
+    (dict(preprocessing="clip_percentile"), r"preprocessing 'clip' at percentiles needs whole-image statistics"),
+    (dict(postprocessing="scale_range"), r"postprocessing 'scale_range' needs statistics of the whole image"),
+    (dict(postprocessing="scale_mean_variance"), r"postprocessing 'scale_mean_variance' after a preprocessing "
+                                                 r"other than zero_mean_unit_variance is not supported"),
 ])
 def test_packages_it_cannot_run_are_refused_naming_why(tmp_path, kind, message):
     package = str(tiny_unet_package(tmp_path, **kind))

@@ -44,7 +44,7 @@ def test_rgb_image_channel_last():
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float16, np.float32, np.float64])
-@pytest.mark.parametrize("normalize", ["percentile", "minmax", "dtype", "none"])
+@pytest.mark.parametrize("normalize", ["percentile", "minmax", "dtype", "meanstd", "none"])
 def test_identity_round_trips_every_dtype(dtype, normalize):
     if dtype == np.int32 and normalize == "dtype":
         pytest.skip("the full int32 range does not fit float32 precision; percentile mode is the default")

@@ -102,6 +102,14 @@ def test_normaliser_is_fitted_on_the_same_sample_as_in_memory(shape, axes, chunk
         want = fit_normalizer(layout.to_work(img), mode, (1.0, 99.8))
         np.testing.assert_array_equal(got.lo, want.lo)
         np.testing.assert_array_equal(got.hi, want.hi)
+    # mean/std: exact moments of every chunk, combined; equal to numpy's over the whole channel
+    got = lazy.fit_normalizer_dask(x, layout, "meanstd", (1.0, 99.8))
+    want = fit_normalizer(layout.to_work(img), "meanstd")
+    work = layout.to_work(img).astype(np.float64)
+    mean, std = work.mean(axis=(0, 2, 3)), work.std(axis=(0, 2, 3))
+    for norm in (got, want):
+        np.testing.assert_allclose(norm.lo, mean, rtol=1e-12)
+        np.testing.assert_allclose(norm.hi - norm.lo, std + 1e-6, rtol=1e-10)
 
 
 def test_channels_are_merged_and_restored_like_in_memory():

@@ -166,6 +166,15 @@ class RestorerInfo:
     not made for; ``None``: the settings decide."""
     percentiles: tuple[float, float] | None = None
     """With ``normalize="percentile"``: the percentiles the model prescribes."""
+    inverse_output: bool = True
+    """Whether the engine maps the output back to intensities with the inverse of the input's
+    normalisation; ``False`` for a model whose output has units of its own (a bioimage.io
+    package whose postprocessing says what its output is)."""
+    standardize_output: float | None = None
+    """When set (an ``eps``), the engine maps each output channel to the input's mean and
+    standard deviation, from statistics of the whole output, never of a tile:
+    ``(y - mean(y)) / (std(y) + eps)`` before the normalisation's inverse (bioimage.io's
+    ``scale_mean_variance`` with the input as reference, after ``normalize="meanstd"``)."""
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip() or " " in self.name:

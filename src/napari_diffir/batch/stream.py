@@ -203,6 +203,11 @@ def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) 
     # the blocks are sized from the tile and the halo, so those are decided first (and checked:
     # a block size is never computed from a setting the plan would refuse)
     info = build_restorer(restorer, settings, lazy=True)[0].info
+    if info.standardize_output is not None:
+        raise ValueError(
+            f"{info.display_name!r} maps its output to the input's mean and standard deviation, from statistics "
+            "of the whole output, which a chunk-by-chunk run cannot give (nor resume); restore the image in "
+            "memory or as a dask array (napari_diffir.restore) instead")
     problems = check(info, layout.shape, source.data.dtype, settings)
     if problems:
         raise ValueError(str(problems[0]))

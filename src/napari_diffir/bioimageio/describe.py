@@ -37,7 +37,11 @@ def describe_package(path: str | os.PathLike) -> str:
     except UnsupportedPackageError as exc:
         lines.append(f"  restorer: none (napari-diffir cannot run it: {exc})")
     else:
-        norm = f"percentile {spec.percentiles[0]:g}..{spec.percentiles[1]:g}" if spec.percentiles else "raw intensities"
+        norm = {"meanstd": "mean/std", "none": "raw intensities"}.get(spec.normalize)
+        if norm is None:
+            norm = "percentile {:g}..{:g}".format(*spec.percentiles)
+        if spec.standardize_output is not None:
+            norm += ", output to the input's mean/std"
         sizes = f"{spec.min_size} px" if spec.fixed_size else f"{spec.min_size} + n * {spec.multiple} px"
         lines.append(f"  restorer: bioimageio (weights={source}): x{spec.scale}, {spec.in_channels} -> "
                      f"{spec.out_channels} channels, tiles of {sizes}, halo {spec.halo} px, input {norm}, "

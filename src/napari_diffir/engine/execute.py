@@ -19,6 +19,7 @@ from .cancel import call_cancellable, check_cancel
 from .device import autocast, is_out_of_memory
 from .normalize import fit_normalizer, to_dtype, working_dtype
 from .settings import MIN_TILE
+from .standardize import standardize
 from .tiling import Tile, blend_weight, make_tiles, pad_to, padded_size
 
 if TYPE_CHECKING:
@@ -73,9 +74,11 @@ class _Execution:
                     res = res.mean(axis=0, keepdims=True)
                 out_work[n, group.outputs] = res
         check_cancel(self.cancel)
+        if self.info.standardize_output is not None and p.image_yx is None:  # a dask block: the graph does it
+            standardize(out_work, self.info.standardize_output)
         final = np.empty(out_work.shape, working_dtype(p.output_dtype))
         for n in range(n_planes):
-            final[n] = norm.inverse(out_work[n], final.dtype)
+            final[n] = norm.inverse(out_work[n], final.dtype) if self.info.inverse_output else out_work[n]
         del out_work
         out = layout.from_work(final, p.channels.out_channels, s)
         if p.output_dtype is not None:

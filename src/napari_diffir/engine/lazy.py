@@ -33,8 +33,17 @@ from .check import check_finite
 from .device import resolve_device
 from .execute import execute
 from .mask import work_mask
-from .normalize import Normalizer, _subsample, fit_normalizer
+from .normalize import (
+    Normalizer,
+    _subsample,
+    channel_moments,
+    fit_normalizer,
+    meanstd_normalizer,
+    to_dtype,
+    working_dtype,
+)
 from .resolve import RestorerSpec
+from .standardize import standardize_lazy
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -105,24 +114,40 @@ def reset_block_stats() -> None:
 
 def graph(plan: Plan):
     """The lazy result of a dask :class:`~.plan.Plan` (nothing is computed except the
-    normalisation percentiles, read from a bounded strided sample, when the plan has none).
+    normaliser's statistics, when the plan has none: percentiles from a bounded strided sample,
+    or the exact mean/std from every chunk).
 
     Y/X chunks of ``plan.data`` are the processing blocks: each is restored with a halo of
     ``plan.halo`` pixels and split further into ``plan.tile`` tiles if larger.
     """
-    import dask.array as da
-
-    x, layout, s = plan.data, plan.layout, plan.info.scale
+    x, layout = plan.data, plan.layout
     norm = plan.normalizer
     if norm is None:
         norm = fit_normalizer_dask(x, layout, plan.settings.normalize, plan.settings.percentiles)
     problem = norm.representable_problem(x.dtype, plan.output_dtype)
     if problem is not None:  # before any block runs
         raise ValueError(problem)
+    eps = plan.info.standardize_output
+    # with a whole-output statistic to apply, blocks give float intensities and the cast comes last
+    output_dtype = plan.output_dtype if eps is None else working_dtype(plan.output_dtype)
     template = dataclasses.replace(
-        plan, data=None, mask=None, normalizer=norm, restorer=plan.restorer if plan.spec is None else None)
+        plan, data=None, mask=None, normalizer=norm, restorer=plan.restorer if plan.spec is None else None,
+        output_dtype=output_dtype)
     fn = _BlockTask(template, tuple(x.chunks))
-    dtype = plan.result_dtype
+    y = _block_graph(fn, plan, x, template.result_dtype)
+    if eps is None:
+        return y
+    y = standardize_lazy(y, layout, norm, eps, plan.channels.out_channels)
+    if plan.output_dtype is None:
+        return y.astype(np.float32)
+    return y.map_blocks(to_dtype, plan.output_dtype, dtype=plan.output_dtype)
+
+
+def _block_graph(fn: _BlockTask, plan: Plan, x, dtype: np.dtype):
+    """Every block restored with its halo, as one lazy array."""
+    import dask.array as da
+
+    layout, s = plan.layout, plan.info.scale
     ax = layout.axes
     yi, xi = ax.index("Y"), ax.index("X")
     halo = plan.halo
@@ -258,6 +283,10 @@ def fit_normalizer_dask(x, layout: Layout, mode: str, percentiles: tuple[float, 
     import dask
 
     channels = layout.channels
+    if mode == "meanstd":  # exact moments per chunk, combined as fit_normalizer combines planes
+        c_axis = layout.axes.index("C") if "C" in layout.axes else None
+        parts = dask.compute(*[dask.delayed(_block_moments)(b, c_axis) for b in x.to_delayed().ravel()])
+        return meanstd_normalizer(parts)
     if mode not in ("percentile", "minmax"):
         return fit_normalizer(np.zeros((1, channels, 1, 1), x.dtype), mode, percentiles)
     perm = [layout.axes.index(a) for a in layout.order]
@@ -279,6 +308,13 @@ def fit_normalizer_dask(x, layout: Layout, mode: str, percentiles: tuple[float, 
     if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
         raise ValueError("The image contains NaN or infinite values; replace them first")
     return fit_normalizer(sample.T[:, :, None, None], mode, percentiles)
+
+
+def _block_moments(block: np.ndarray, c_axis: int | None) -> np.ndarray:
+    block = np.asarray(block)
+    if c_axis is None:
+        return channel_moments(block[None])
+    return channel_moments(block, c_axis)
 
 
 def _sample_block(block: np.ndarray, origin, flat_shape, c_axis: int, stride: int) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""Intensity normalisation to the [0, 1] range restorers work in, and its inverse."""
+"""Intensity normalisation to the range a restorer works in, and its inverse.
+
+Every mode is a per-channel affine map whose statistics are taken once over the whole image (all
+planes), never per tile, so a tiled run normalises exactly as an untiled one: percentiles to
+[0, 1] (``percentile``, ``minmax``), the dtype's range (``dtype``), zero mean and unit variance
+(``meanstd``, bioimage.io's ``zero_mean_unit_variance``), or nothing (``none``).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("percentile", "minmax", "dtype", "none")
+MODES = ("percentile", "minmax", "dtype", "meanstd", "none")
 DEFAULT_PERCENTILES = (1.0, 99.8)
 MIN_LEVELS = 1024
 """Fewest distinct output values across an image's range that a float output must offer (unless
 the input itself has fewer)."""
+MEANSTD_EPS = 1e-6
+"""Added to the standard deviation by ``meanstd`` (as bioimage.io's ``zero_mean_unit_variance``)."""
 
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Per-channel affine map ``(x - lo) / (hi - lo)``; ``lo``/``hi`` have one entry per channel."""
+    """Per-channel affine map ``(x - lo) / (hi - lo)``; ``lo``/``hi`` have one entry per channel
+    (``meanstd``: ``lo`` the mean, ``hi - lo`` the standard deviation plus ``MEANSTD_EPS``)."""
 
     lo: np.ndarray
     hi: np.ndarray
@@ -80,6 +89,8 @@ def fit_normalizer(
     channels = work.shape[1]
     if mode == "none":
         return Normalizer(np.zeros(channels), np.ones(channels))
+    if mode == "meanstd":
+        return meanstd_normalizer([channel_moments(np.asarray(work[n])) for n in range(work.shape[0])])
     if mode == "dtype":
         if np.issubdtype(work.dtype, np.integer):
             info = np.iinfo(work.dtype)
@@ -96,6 +107,36 @@ def fit_normalizer(
         if hi[c] <= lo[c]:  # a flat channel: keep values, avoid division by zero
             hi[c] = lo[c] + 1.0
     return Normalizer(lo, hi)
+
+
+def channel_moments(block: np.ndarray, channel_axis: int = 0) -> np.ndarray:
+    """(C, 3): count, mean and sum of squared deviations of each channel of ``block``, in float64."""
+    values = np.moveaxis(block, channel_axis, 0).reshape(block.shape[channel_axis], -1).astype(np.float64)
+    mean = values.mean(axis=1)
+    m2 = ((values - mean[:, None]) ** 2).sum(axis=1)
+    return np.stack([np.full(mean.shape, float(values.shape[1])), mean, m2], axis=1)
+
+
+def mean_std(parts) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population, as bioimage.io's) standard deviation from the
+    :func:`channel_moments` of an image's parts (planes or chunks), combined exactly (Chan et
+    al.), so chunked and whole-image statistics agree."""
+    parts = [p for p in parts if p[0, 0] > 0]
+    n, mean, m2 = (np.asarray(v, np.float64) for v in parts[0].T)
+    for part in parts[1:]:
+        nb, mb, m2b = part.T
+        total = n + nb
+        delta = mb - mean
+        mean = mean + delta * nb / total
+        m2 = m2 + m2b + delta**2 * n * nb / total
+        n = total
+    return mean, np.sqrt(m2 / n)
+
+
+def meanstd_normalizer(parts) -> Normalizer:
+    """The ``meanstd`` normaliser of an image from the :func:`channel_moments` of its parts."""
+    mean, std = mean_std(parts)
+    return Normalizer(mean, mean + std + MEANSTD_EPS)
 
 
 def _subsample(channel: np.ndarray, limit: int = 4_000_000) -> np.ndarray:

@@ -59,7 +59,8 @@ def restore(
         ``done`` is fractional while a tile is being sampled.
     :param cancel: an event (``is_set()``) or a callable returning True to stop; the run then
         raises :class:`RestorationCancelled` within one step and returns nothing.
-    :param normalize: ``percentile`` (default), ``minmax``, ``dtype`` or ``none``.
+    :param normalize: ``percentile`` (default), ``minmax``, ``dtype``, ``meanstd`` (zero mean, unit
+        variance over the whole image) or ``none``.
     :param output_dtype: ``None`` for float32, ``"input"`` for the input dtype (clipped), or a dtype.
     :param options: extra restorer options (e.g. ``{"sampler": "ddim"}``) when a name is given.
 

@@ -52,7 +52,7 @@ class RestoreSettings:
     seed: int | None = None
     """Seed of stochastic restorers; ``None``: one is drawn and recorded."""
     normalize: str = "percentile"
-    """``percentile``, ``minmax``, ``dtype`` or ``none``."""
+    """``percentile``, ``minmax``, ``dtype``, ``meanstd`` or ``none``."""
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     """Low and high percentile mapped to 0 and 1 by ``normalize="percentile"``."""
     output_dtype: Any = None

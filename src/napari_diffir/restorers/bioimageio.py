@@ -3,10 +3,11 @@
 Denoising, deconvolution and super-resolution models from the BioImage Model Zoo (CARE, careamics
 exports, napari-diffir's own exports) run through the engine like every restorer: tiled with the
 package's halo, padded to its sizes, on any device, with progress, cancel and dask. What the
-package says about its input (a percentile ``scale_range``, or raw intensities with pointwise
-steps) becomes the engine's normalisation (``RestorerInfo.normalize``); pointwise steps run on
-each tile. Nothing here imports torch or bioimageio at import time, so listing restorers stays
-cheap; without the ``bioimageio`` extra the restorer says which extra to install.
+package says about its input (a percentile ``scale_range``, a ``zero_mean_unit_variance``, or raw
+intensities with pointwise steps) becomes the engine's normalisation (``RestorerInfo.normalize``),
+whose statistics come from the whole image; a final ``scale_mean_variance`` of the output becomes
+``RestorerInfo.standardize_output``; pointwise steps run on each tile. Nothing here imports torch
+or bioimageio at import time, so listing restorers stays cheap; without the ``bioimageio`` extra the restorer says which extra to install.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class BioimageioRestorer(Restorer):
             tile_overlap=2 * halo if halo else 16,
             tile_size=spec.min_size if spec.fixed_size else max(256, spec.min_size),
             description=spec.description, weights=os.fspath(weights), normalize=spec.normalize,
-            percentiles=spec.percentiles)
+            percentiles=spec.percentiles, standardize_output=spec.standardize_output,
+            inverse_output=spec.inverse_output)
 
     def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
         import torch.nn.functional as F

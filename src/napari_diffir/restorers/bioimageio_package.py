@@ -3,9 +3,11 @@
 A package runs as a restorer when it has one image input and one image output (``y`` and ``x``
 space axes, optional ``batch`` and ``channel``), the output's Y/X follow the input's at an integer
 scale, its weights are PyTorch (``pytorch_state_dict`` or ``torchscript``), and its processing is
-either pointwise (then the engine passes raw intensities) or starts with a percentile
-``scale_range`` of the input (then the engine's percentile normalisation does exactly that).
-Anything else raises :class:`UnsupportedPackageError` naming the part of the package at fault.
+pointwise (run on each tile), apart from what the engine computes once over the whole image: a
+leading percentile ``scale_range`` or ``zero_mean_unit_variance`` of the input (the engine's
+``percentile`` or ``meanstd`` normalisation) and, after the latter, a final ``scale_mean_variance``
+of the output back to the input's mean and standard deviation (``RestorerInfo.standardize_output``).
+Anything else raises :class:`UnsupportedPackageError` naming the step or part of the package at fault.
 """
 
 from __future__ import annotations
@@ -51,8 +53,15 @@ class PackageSpec:
     """The input's axis ids in the model's order (``batch``/``channel`` included when present)."""
     output_order: tuple[str, ...]
     normalize: str
-    """``percentile`` (the package scales by percentiles first) or ``none`` (raw intensities)."""
+    """``percentile`` or ``meanstd`` (the package scales by the input's percentiles or mean/std
+    first) or ``none`` (raw intensities)."""
     percentiles: tuple[float, float] | None
+    standardize_output: float | None
+    """The ``eps`` of a final ``scale_mean_variance`` (the engine applies it), else ``None``."""
+    inverse_output: bool
+    """Whether the engine maps the output back to intensities: with no postprocessing (the output
+    is in the input's normalised units) or a final ``scale_mean_variance``; not when pointwise
+    postprocessing gives the output units of its own (then it is what bioimage.io tools give)."""
     preprocessing: tuple[Any, ...]
     """The pointwise steps left after the engine's normalisation."""
     postprocessing: tuple[Any, ...]
@@ -115,21 +124,17 @@ def _spec(path: str, descr, b) -> PackageSpec:
         raise UnsupportedPackageError(
             f"{name!r} has only {', '.join(given)} weights; napari-diffir runs PyTorch weights "
             f"({' or '.join(RUNNABLE_WEIGHTS)})")
-    normalize, percentiles, pre = _preprocessing(name, list(inp.preprocessing), b)
-    post = [p for p in out.postprocessing if not (p.id == "ensure_dtype" and str(p.kwargs.dtype) == "float32")]
-    for step in post:
-        _along_channel(name, step)
-        if step.id not in POINTWISE:
-            raise UnsupportedPackageError(
-                f"{name!r}: postprocessing {step.id!r} needs statistics of a whole image, which a tile does not "
-                "have; napari-diffir runs pointwise postprocessing only")
+    in_channels, out_channels = _channels(in_axes), _channels(out_axes)
+    normalize, percentiles, pre = _preprocessing(name, list(inp.preprocessing), in_channels)
+    standardize, post = _postprocessing(name, list(out.postprocessing), inp, normalize, out_channels)
     return PackageSpec(
         source=path, descr=descr, name=name, description=str(descr.description),
         authors=tuple(str(a.name) for a in descr.authors), weight_format=weight_format, scale=scale,
-        in_channels=_channels(in_axes), out_channels=_channels(out_axes), min_size=min_size, multiple=multiple,
+        in_channels=in_channels, out_channels=out_channels, min_size=min_size, multiple=multiple,
         fixed_size=fixed, halo=int(round(halo_out / scale)),
         input_order=tuple(str(a.id) for a in inp.axes), output_order=tuple(str(a.id) for a in out.axes),
-        normalize=normalize, percentiles=percentiles, preprocessing=tuple(pre), postprocessing=tuple(post))
+        normalize=normalize, percentiles=percentiles, standardize_output=standardize,
+        inverse_output=standardize is not None or not post, preprocessing=tuple(pre), postprocessing=tuple(post))
 
 
 def _image_axes(name: str, role: str, tensor, b) -> dict[str, Any]:
@@ -164,25 +169,78 @@ def _channels(axes: dict[str, Any]) -> int:
     return 1 if channel is None else len(channel.channel_names)
 
 
-def _preprocessing(name: str, steps: list, b) -> tuple[str, tuple[float, float] | None, list]:
+def _preprocessing(name: str, steps: list, channels: int) -> tuple[str, tuple[float, float] | None, list]:
     """(engine normalisation, its percentiles, the pointwise steps left for each tile)."""
-    steps = [s for s in steps if not (s.id == "ensure_dtype" and str(s.kwargs.dtype) == "float32")]
+    steps = _without_float32(steps)
     normalize, percentiles = "none", None
     if steps and steps[0].id == "scale_range" and steps[0].kwargs.reference_tensor is None:
-        axes = {str(a) for a in (steps[0].kwargs.axes or ())}
-        if "channel" in axes:
-            raise UnsupportedPackageError(f"{name!r}: scale_range over channels jointly is not supported; the "
-                                          "engine normalises each channel by its own percentiles")
+        _whole_image_axes(name, "preprocessing", steps[0], channels)
         normalize = "percentile"
         percentiles = (float(steps[0].kwargs.min_percentile), float(steps[0].kwargs.max_percentile))
         steps = steps[1:]
+    elif steps and steps[0].id == "zero_mean_unit_variance":
+        _whole_image_axes(name, "preprocessing", steps[0], channels)
+        normalize = "meanstd"  # bioimageio.core uses eps 1e-6 whatever the package says, as the engine does
+        steps = steps[1:]
     for step in steps:
-        _along_channel(name, step)
-        if step.id not in POINTWISE:
-            raise UnsupportedPackageError(
-                f"{name!r}: preprocessing {step.id!r} needs statistics of the whole image that napari-diffir's "
-                "engine does not compute (it normalises by percentiles); supported: a leading scale_range, "
-                f"then {', '.join(POINTWISE)}")
-        if step.id == "clip" and (step.kwargs.min_percentile is not None or step.kwargs.max_percentile is not None):
-            raise UnsupportedPackageError(f"{name!r}: clip at percentiles needs whole-image statistics")
+        _pointwise(name, "preprocessing", step)
     return normalize, percentiles, steps
+
+
+def _postprocessing(name: str, steps: list, inp, normalize: str, channels: int) -> tuple[float | None, list]:
+    """(the ``eps`` of a final ``scale_mean_variance`` the engine applies, the pointwise steps for each tile)."""
+    steps = _without_float32(steps)
+    standardize = None
+    if steps and steps[-1].id == "scale_mean_variance":
+        step = steps[-1]
+        if step.kwargs.reference_tensor is not None and str(step.kwargs.reference_tensor) != str(inp.id):
+            raise UnsupportedPackageError(f"{name!r}: postprocessing 'scale_mean_variance' refers to "
+                                          f"{str(step.kwargs.reference_tensor)!r}, which is not the input")
+        if normalize != "meanstd":
+            raise UnsupportedPackageError(
+                f"{name!r}: postprocessing 'scale_mean_variance' after a preprocessing other than "
+                "zero_mean_unit_variance is not supported (the engine maps the output back with the "
+                "normalisation it applied to the input)")
+        _whole_image_axes(name, "postprocessing", step, channels)
+        standardize = float(step.kwargs.eps)
+        steps = steps[:-1]
+    for step in steps:
+        if step.id == "scale_mean_variance":
+            raise UnsupportedPackageError(f"{name!r}: postprocessing 'scale_mean_variance' is supported as "
+                                          "the last step only (it needs the whole output first)")
+        _pointwise(name, "postprocessing", step)
+    return standardize, steps
+
+
+def _without_float32(steps: list) -> list:
+    return [s for s in steps if not (s.id == "ensure_dtype" and str(s.kwargs.dtype) == "float32")]
+
+
+def _pointwise(name: str, role: str, step) -> None:
+    """Refuse, naming the step, a step that is not pointwise (it would differ from tile to tile)."""
+    _along_channel(name, step)
+    if step.id == "clip" and (step.kwargs.min_percentile is not None or step.kwargs.max_percentile is not None):
+        raise UnsupportedPackageError(f"{name!r}: {role} 'clip' at percentiles needs whole-image statistics "
+                                      "that napari-diffir's engine does not compute (only a leading scale_range "
+                                      "or zero_mean_unit_variance of the input)")
+    if step.id not in POINTWISE:
+        where = ("a leading scale_range or zero_mean_unit_variance" if role == "preprocessing"
+                 else "a final scale_mean_variance after zero_mean_unit_variance")
+        raise UnsupportedPackageError(
+            f"{name!r}: {role} {step.id!r} needs statistics of the whole image there, which napari-diffir's "
+            f"engine computes only for {where}; other steps must be pointwise ({', '.join(POINTWISE)})")
+
+
+def _whole_image_axes(name: str, role: str, step, channels: int) -> None:
+    """The engine's statistics are per channel over y, x and all planes (bioimage.io's batch):
+    refuse a step whose statistics are over other axes (rows, columns, or channels jointly)."""
+    given = step.kwargs.axes
+    axes = {"batch", "channel", "y", "x"} if given is None else {str(a) for a in given}
+    if not {"y", "x"} <= axes:
+        raise UnsupportedPackageError(
+            f"{name!r}: {role} {step.id!r} over axes {sorted(axes)} (without both y and x) is not supported; "
+            "napari-diffir's engine takes statistics over the whole image (y and x)")
+    if "channel" in axes and channels > 1:
+        raise UnsupportedPackageError(
+            f"{name!r}: {role} {step.id!r} over all {channels} channels jointly is not supported; the engine "
+            "takes each channel's statistics on their own")

@@ -46,8 +46,9 @@ CONFIGS = {
     # name: (constructor kwargs, default input side in pixels)
     "sr4": (dict(OFFICIAL_SR, task="sr", scale=4), 48),
     "sr2": (dict(OFFICIAL_SR, task="sr", scale=2), 64),
+    # the official S2 deblur config (DiffIR-demotionblur/options/train_DiffIRS2.yml): ffn 2, WithBias
     "deblur": (dict(n_encoder_res=5, dim=48, num_blocks=[3, 5, 6, 6], num_refinement_blocks=4,
-                    ffn_expansion_factor=2.66, task="deblur"), 64),
+                    ffn_expansion_factor=2, LayerNorm_type="WithBias", task="deblur"), 64),
     "inpaint": (dict(n_encoder_res=5, inp_channels=4, dim=52, num_blocks=[1, 1, 1, 9],
                      num_refinement_blocks=0, ffn_expansion_factor=1.8, task="inpaint"), 64),
     "small": (dict(dim=24, num_blocks=[1, 2, 2, 2], num_refinement_blocks=1, n_encoder_res=2, n_feats=16,

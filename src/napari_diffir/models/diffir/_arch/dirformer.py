@@ -117,6 +117,19 @@ def _pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return F.linear(rows, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
+def _row_norm(x: torch.Tensor) -> torch.Tensor:
+    """L2 norm over the last axis (pixels), keepdim, as ``torch.linalg.vector_norm``.
+
+    On a channels-last map that axis is strided and ``vector_norm`` is not vectorised over it
+    (4-8x slower); without autograd the sum of squares runs as an outer reduction, vectorised
+    over the channels, accumulated in float32 (also for bf16 inputs: float32 norms then).
+    Gradients keep ``vector_norm`` (its subgradient at zero).
+    """
+    if x.stride(-1) == 1 or (torch.is_grad_enabled() and x.requires_grad):
+        return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return x.square().sum(-1, keepdim=True, dtype=torch.float32).sqrt_()
+
+
 class Attention(nn.Module):
     """DMTA: dynamic multi-head *transposed* attention (attention across channels, not pixels).
 
@@ -164,8 +177,7 @@ class Attention(nn.Module):
     def attention_map(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The (B, heads, C/h, C/h) map: softmax of the temperature-scaled cosines of q and k rows."""
         # cosine similarity of L2-normalised rows, without materialising normalised q and k
-        qn = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
-        kn = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(1e-12)
+        qn, kn = _row_norm(q).clamp_min(1e-12), _row_norm(k).clamp_min(1e-12)
         attn = (q @ k.transpose(-2, -1)) / (qn * kn.transpose(-2, -1)) * self.temperature
         return attn.softmax(dim=-1)
 
@@ -218,7 +230,16 @@ class FeedForward(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The FFN after its modulated ``project_in``: depthwise conv, GELU gate, ``project_out``."""
         x1, x2 = self.dwconv(x).chunk(2, dim=1)
-        return _pointwise(F.gelu(x1) * x2, self.project_out)
+        return _pointwise(_gelu_gate(x1, x2), self.project_out)
+
+
+def _gelu_gate(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """``gelu(x1) * x2``. A channel half of a channels-last map is strided, and GELU on it is not
+    vectorised (2-6x slower than on a dense map): the half is made dense first, which costs one
+    copy and gives a dense, channels-last product for ``project_out``."""
+    if _is_channels_last(x1) and not x1.is_contiguous(memory_format=torch.channels_last):
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+    return F.gelu(x1) * x2
 
 
 class TransformerBlock(nn.Module):

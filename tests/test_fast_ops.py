@@ -42,6 +42,14 @@ def test_row_norm_of_bf16_is_accumulated_in_float32():
     torch.testing.assert_close(fast.double(), ref, rtol=1e-3, atol=0)  # bf16 squares, float32 sum
 
 
+def test_row_norm_of_fp16_does_not_overflow():
+    q = (_qkv(8) * 300).half()[:, :8].reshape(1, 1, 8, 24 * 20)  # squares above fp16's 65504
+    with torch.inference_mode():
+        norm = _row_norm(q)
+    assert torch.isfinite(norm).all()
+    torch.testing.assert_close(norm.double(), torch.linalg.vector_norm(q.double(), dim=-1, keepdim=True), rtol=2e-3, atol=0)
+
+
 def test_row_norm_keeps_vector_norms_gradient():
     q = _qkv(8)[:, :8].reshape(1, 1, 8, 24 * 20).detach().requires_grad_()
     _row_norm(q).sum().backward()

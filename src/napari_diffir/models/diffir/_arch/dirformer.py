@@ -123,9 +123,11 @@ def _row_norm(x: torch.Tensor) -> torch.Tensor:
     On a channels-last map that axis is strided and ``vector_norm`` is not vectorised over it
     (4-8x slower); without autograd the sum of squares runs as an outer reduction, vectorised
     over the channels, accumulated in float32 (also for bf16 inputs: float32 norms then).
-    Gradients keep ``vector_norm`` (its subgradient at zero).
+    Gradients keep ``vector_norm`` (its subgradient at zero), and so does fp16, whose squares
+    could overflow.
     """
-    if x.stride(-1) == 1 or (torch.is_grad_enabled() and x.requires_grad):
+    fast = x.stride(-1) != 1 and x.dtype in (torch.float32, torch.bfloat16)
+    if not fast or (torch.is_grad_enabled() and x.requires_grad):
         return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     return x.square().sum(-1, keepdim=True, dtype=torch.float32).sqrt_()
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_diffir.models.diffir._arch.dirformer import _gelu_gate, _row_norm
+from napari_diffir.models.diffir._arch.dirformer import FeedForward, _gelu_gate, _row_norm
 from napari_diffir.models.srdiff._arch.blocks import Mish
 
 CL = torch.channels_last
@@ -74,6 +74,21 @@ def test_gelu_gate_keeps_the_default_layout():
     out = _gelu_gate(x1, x2)
     assert out.is_contiguous()
     torch.testing.assert_close(out, F.gelu(x1) * x2)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_feed_forward_with_dense_halves_equals_the_gate_path(batch):
+    torch.manual_seed(0)
+    ffn = FeedForward(16, 2.2, bias=True).eval()  # 35-channel halves, with biases
+    x = torch.randn(batch, 16, 12, 10).contiguous(memory_format=CL)
+    z = torch.randn(batch, 256)
+    w, b = torch.rand(16) + 0.5, torch.randn(16)
+    with torch.no_grad():
+        reference = ffn(x.contiguous(), z, w, b)  # the default layout: through gate()
+    with torch.inference_mode():
+        out = ffn(x, z, w, b)
+    assert out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
 
 
 def _mish_inputs(dtype=torch.float32) -> torch.Tensor:

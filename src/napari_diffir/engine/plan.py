@@ -8,6 +8,7 @@ here and in :mod:`.check` only, so no frontend restates them.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,7 @@ def plan(
     else:
         instance, spec = build_restorer(restorer, settings, lazy)
     info = instance.info
+    settings = prescribed_normalization(settings, info)
     layout = Layout(axes_for(shape, settings.axes, settings.rgb), shape)
     if lazy:
         check_device_name(settings.device)
@@ -136,6 +138,14 @@ def plan(
         halo=halo, seed=_seed(settings.seed, info),
         output_dtype=settings.output_dtype_for(dtype), mask=mask, normalizer=normalizer,
     )
+
+
+def prescribed_normalization(settings: RestoreSettings, info: RestorerInfo) -> RestoreSettings:
+    """``settings`` with the normalisation the restorer prescribes (``info.normalize``), if any."""
+    if info.normalize is None:
+        return settings
+    return dataclasses.replace(settings, normalize=info.normalize,
+                               percentiles=info.percentiles or settings.percentiles)
 
 
 def build_restorer(restorer: str | Restorer, settings: RestoreSettings, lazy: bool):

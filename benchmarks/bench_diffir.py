@@ -14,7 +14,9 @@ For each configuration the same network (random weights unless ``--weights`` is 
 
 Timings interleave the variants and keep the best of ``--rounds`` runs, wall and CPU time (CPU
 time is far less disturbed by other processes on a shared machine). ``PSNR vs eager`` is the
-agreement of each output with the eager fp32 output (range of the eager output as peak). With
+agreement of each output with the eager fp32 output (range of the eager output as peak).
+``CPU / official`` (with ``--official``) is each variant's CPU time over the official fp32
+module's in the same round, median over the rounds: the figure least disturbed by other load. With
 ``--weights`` (a trained stage-2 checkpoint) the held-out scikit-image ``camera`` crop is
 degraded as the checkpoint's task needs (Gaussian noise sigma 25/255, bicubic downscale, or a
 box mask) and ``PSNR vs GT`` compares each variant with the ground truth.
@@ -31,6 +33,7 @@ import contextlib
 import io
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,8 +49,9 @@ CONFIGS = {
     # name: (constructor kwargs, default input side in pixels)
     "sr4": (dict(OFFICIAL_SR, task="sr", scale=4), 48),
     "sr2": (dict(OFFICIAL_SR, task="sr", scale=2), 64),
+    # the official S2 deblur config (DiffIR-demotionblur/options/train_DiffIRS2.yml): ffn 2, WithBias
     "deblur": (dict(n_encoder_res=5, dim=48, num_blocks=[3, 5, 6, 6], num_refinement_blocks=4,
-                    ffn_expansion_factor=2.66, task="deblur"), 64),
+                    ffn_expansion_factor=2, LayerNorm_type="WithBias", task="deblur"), 64),
     "inpaint": (dict(n_encoder_res=5, inp_channels=4, dim=52, num_blocks=[1, 1, 1, 9],
                      num_refinement_blocks=0, ffn_expansion_factor=1.8, task="inpaint"), 64),
     "small": (dict(dim=24, num_blocks=[1, 2, 2, 2], num_refinement_blocks=1, n_encoder_res=2, n_feats=16,
@@ -56,9 +60,11 @@ CONFIGS = {
 DEFAULT = ("sr4", "small")
 
 
-def best_times(fns: dict, rounds: int) -> dict[str, tuple[float, float]]:
-    """Best (wall, CPU) seconds per callable, calling them in turn ``rounds`` times after a warm-up."""
+def best_times(fns: dict, rounds: int) -> tuple[dict[str, tuple[float, float]], dict[str, list[float]]]:
+    """Best (wall, CPU) seconds per callable, calling them in turn ``rounds`` times after a
+    warm-up, and each callable's CPU seconds in every round (for per-round ratios)."""
     best = {k: (math.inf, math.inf) for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()
     for _ in range(rounds):
@@ -67,7 +73,8 @@ def best_times(fns: dict, rounds: int) -> dict[str, tuple[float, float]]:
             fn()
             w, c = time.perf_counter() - w0, time.process_time() - c0
             best[k] = (min(best[k][0], w), min(best[k][1], c))
-    return best
+            cpu[k].append(c)
+    return best, cpu
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float) -> float:
@@ -163,7 +170,7 @@ def run_case(name: str, model: DiffIRS2, x: torch.Tensor, args, gt: torch.Tensor
 
         fns["ours-compiled"] = ours_compiled
     outputs = {k: fn().float() for k, fn in fns.items()}
-    times = best_times(fns, args.rounds)
+    times, cpu_rounds = best_times(fns, args.rounds)
     ref = outputs["eager"]
     peak = float(ref.max() - ref.min()) or 1.0
     base_wall, base_cpu = times["eager"]
@@ -176,6 +183,9 @@ def run_case(name: str, model: DiffIRS2, x: torch.Tensor, args, gt: torch.Tensor
                    speedup_wall=base_wall / times[k][0], speedup_cpu=base_cpu / times[k][1],
                    psnr_vs_eager=psnr(out, ref if mask is None else mask * ref + (1 - mask) * x[:, :-1], peak),
                    max_abs_diff=float((out - (ref if mask is None else mask * ref + (1 - mask) * x[:, :-1])).abs().max()))
+        if "official" in cpu_rounds:  # CPU time / the official fp32 CPU time of the same round
+            row["cpu_vs_official_median"] = statistics.median(
+                c / o for c, o in zip(cpu_rounds[k], cpu_rounds["official"], strict=True))
         if gt is not None:
             row["psnr_vs_gt"] = psnr(out.clamp(0, 1), gt, 1.0)
         if k == "ours-compiled":
@@ -235,14 +245,18 @@ def weights_case(path: str, args) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     has_gt = any("psnr_vs_gt" in r for r in rows)
+    has_official = any("cpu_vs_official_median" in r for r in rows)
     cw = max([6] + [len(r["config"]) for r in rows])
     head = f"{'config':<{cw}} {'variant':<14} {'wall s':>8} {'cpu s':>8} {'x wall':>7} {'x cpu':>7} {'PSNR vs eager':>14} {'max|d|':>9}"
+    head += f" {'CPU / official':>14}" if has_official else ""
     head += f" {'PSNR vs GT':>11} {'dPSNR':>7}" if has_gt else ""
     print(head)
     print("-" * len(head))
     for r in rows:
         line = (f"{r['config']:<{cw}} {r['variant']:<14} {r['wall_s']:8.3f} {r['cpu_s']:8.3f} {r['speedup_wall']:7.2f} "
                 f"{r['speedup_cpu']:7.2f} {r['psnr_vs_eager']:14.2f} {r['max_abs_diff']:9.2e}")
+        if has_official:
+            line += f" {r.get('cpu_vs_official_median', math.nan):14.3f}"
         if has_gt and "psnr_vs_gt" in r:
             line += f" {r['psnr_vs_gt']:11.2f} {r['delta_psnr_vs_eager_db']:+7.3f}"
         print(line)

@@ -6,6 +6,7 @@ bundled sample or lists plugins) does not import torch.
 
 from typing import TYPE_CHECKING, Any
 
+from ._openmp import PASSIVE_WAITING  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 from .hookspecs import hookimpl, hookspec
 from .registry import get_restorer, list_restorers
 from .restorer import Option, RestorationCancelled, Restorer, RestorerInfo, TileContext

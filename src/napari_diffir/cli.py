@@ -12,10 +12,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-# OpenMP's busy-waiting threads made steps 2.5-20x slower on a loaded machine; it must be set
-# before torch is imported (which the CLI only does inside its commands)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
 
 
@@ -188,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", help="tile size in pixels, 'auto' (default) or 'none'")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the restorer's)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), fp16 or bf16")
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), fp16, bf16, or auto (bf16 where it is native)")
     p.add_argument("--steps", type=int, help="sampling steps for diffusion restorers")
     p.add_argument("--seed", type=int, help="random seed for stochastic restorers")
     p.add_argument("--mask", help="inpainting mask TIFF (Y, X), nonzero = pixels to fill")

@@ -64,7 +64,7 @@ def check(
     precision = precision_problem(settings.precision, device_type)
     if precision is not None:
         problems.append(precision)
-    if info is not None and settings.precision != "fp32" and not info.supports_half:
+    if info is not None and settings.precision not in ("fp32", "auto") and not info.supports_half:
         problems.append(Problem("precision", (
             f"Restorer {info.name!r} does not support precision {settings.precision!r}; use 'fp32'")))
     problems += _steps_problems(info, settings.steps)

@@ -176,7 +176,7 @@ class _Execution:
             image_shape=p.image_yx or (h, w), scale=s, mask=mask_t, step_callback=on_step,
         )
         def call():
-            with torch.inference_mode(), autocast(p.device, p.settings.precision):
+            with torch.inference_mode(), autocast(p.device, p.precision):
                 return p.restorer.restore_tile(inp, ctx)
 
         out = call_cancellable(call, self.cancel)  # returns on cancel even if ctx.step is never called

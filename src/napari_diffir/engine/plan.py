@@ -19,7 +19,7 @@ from ..restorer import Restorer, RestorerInfo
 from .axes import Layout, as_array, axes_for
 from .channels import ChannelMap, channel_map
 from .check import check, check_finite
-from .device import check_device_name, free_memory_bytes, local_device, resolve_device
+from .device import check_device_name, free_memory_bytes, local_device, resolve_device, resolve_precision
 from .lazy import cached_restorer, plan_chunks
 from .mask import lazy_mask, work_mask
 from .normalize import Normalizer
@@ -45,6 +45,9 @@ class Plan:
     """The settings as given (weights and options as named; recorded in the provenance)."""
     device: Any
     """The torch device in memory; for a dask array the device name, which each worker resolves."""
+    precision: str
+    """``fp32``, ``fp16`` or ``bf16``: the settings' precision with ``auto`` resolved for the
+    device (for a dask array, the device tiles are sized for here)."""
     channels: ChannelMap
     tile: int
     """Tile side in input pixels (``tile_size=None``: the whole image)."""
@@ -130,7 +133,8 @@ def plan(
         mask = None if mask is None else work_mask(mask, layout)
     return Plan(
         data=data, layout=layout, restorer=instance, spec=spec, info=info, settings=settings,
-        device=device, channels=channel_map(layout.channels, info), tile=tile, overlap=overlap,
+        device=device, precision=resolve_precision(settings.precision, sizing, info.supports_half),
+        channels=channel_map(layout.channels, info), tile=tile, overlap=overlap,
         halo=halo, seed=_seed(settings.seed, info),
         output_dtype=settings.output_dtype_for(dtype), mask=mask, normalizer=normalizer,
     )

@@ -51,7 +51,8 @@ def restore(
         or ``None`` (whole image at once).
     :param tile_overlap: overlap between tiles in input pixels (default: the restorer's halo).
     :param device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda[:N]`` or ``mps``.
-    :param precision: ``fp32``, ``fp16`` or ``bf16`` (autocast).
+    :param precision: ``fp32``, ``fp16`` or ``bf16`` (autocast), or ``auto`` (bf16 where the device
+        computes it natively, else fp32).
     :param steps: sampling steps for diffusion restorers (default: the restorer's).
     :param seed: makes stochastic restorers reproducible (drawn at random and recorded if None).
     :param mask: inpainting mask, same Y/X shape as the image (or the image without C); >0 = fill.

@@ -36,6 +36,8 @@ class Result:
     overlap: int
     device: str
     seconds: float
+    precision: str = "fp32"
+    """The precision the run used (``auto`` resolved)."""
 
     @classmethod
     def of(cls, plan: Plan, data: Any, seconds: float) -> Result:
@@ -44,7 +46,7 @@ class Result:
         return cls(
             data=data, info=info, settings=plan.settings, seed=plan.seed if info.stochastic or plan.settings.seed is not None else None,
             steps=steps if steps is not None else _default_steps(plan.restorer), tile=int(plan.tile),
-            overlap=int(plan.overlap), device=str(plan.device), seconds=seconds,
+            overlap=int(plan.overlap), device=str(plan.device), seconds=seconds, precision=plan.precision,
         )
 
     @property
@@ -75,7 +77,7 @@ class Result:
             "tile_size": self.tile,
             "tile_overlap": self.overlap,
             "device": self.device,
-            "precision": s.precision,
+            "precision": self.precision,
             "seconds": round(self.seconds, 3),
             "version": __version__,
         }

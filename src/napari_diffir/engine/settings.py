@@ -21,7 +21,7 @@ __all__ = ["DEFAULTS", "MIN_TILE", "PRECISIONS", "Problem", "RestoreSettings", "
 
 MIN_TILE = 32
 """Smallest tile side in input pixels (below it the overlap costs more than the tile gains)."""
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 SEED_LIMIT = 2**31 - 1
 """Largest seed: seeds are drawn from, and folded into, 31 bits."""
 
@@ -46,7 +46,8 @@ class RestoreSettings:
     device: str = "auto"
     """``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda[:N]`` or ``mps``."""
     precision: str = "fp32"
-    """``fp32``, ``fp16`` or ``bf16`` (autocast)."""
+    """``fp32``, ``fp16`` or ``bf16`` (autocast), or ``auto``: bf16 where the device computes it
+    natively and the restorer supports it, else fp32 (see :func:`~.device.resolve_precision`)."""
     steps: int | None = None
     """Sampling steps of diffusion restorers; ``None``: the restorer's."""
     seed: int | None = None

@@ -16,6 +16,7 @@ from torch import nn
 __all__ = [
     "Block",
     "Downsample",
+    "Mish",
     "RRDB",
     "ResidualDenseBlock",
     "ResnetBlock",
@@ -45,12 +46,29 @@ class SinusoidalPosEmb(nn.Module):
         return torch.cat((angles.sin(), angles.cos()), dim=-1)
 
 
+class Mish(nn.Module):
+    """``x * tanh(softplus(x))``, as ``nn.Mish``, computed faster when no gradient is needed.
+
+    ATen's Mish kernel costs about 13 element-wise passes (a fifth of a U-Net step). With
+    ``n = e^x (e^x + 2)``, ``tanh(softplus(x)) = n / (n + 2)`` exactly; that is four cheap passes
+    (``x`` clamped at 20, where the factor is 1 in float32, so ``e^x`` cannot overflow). Half
+    precision inputs are computed in float32 and rounded once. Gradients use ``F.mish``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.mish(x)
+        e = x.float().clamp(max=20.0).exp_()
+        n = (e + 2).mul_(e)
+        return n.div_(n + 2).mul_(x).to(x.dtype)
+
+
 class Block(nn.Module):
     """Reflection-padded 3x3 conv followed by Mish (weights at ``block.1``)."""
 
     def __init__(self, dim: int, dim_out: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(dim, dim_out, 3), nn.Mish())
+        self.block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(dim, dim_out, 3), Mish())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)

@@ -1,0 +1,123 @@
+"""The faster forms of element-wise ops in the model code equal the reference ops.
+
+DIRformer's q/k row norms and GELU gate, and SRDiff's Mish, take another route on
+channels-last maps without autograd (see their docstrings); the results must stay those of
+``torch.linalg.vector_norm``, ``F.gelu(a) * b`` and ``F.mish``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_diffir.models.diffir._arch.dirformer import FeedForward, _gelu_gate, _row_norm
+from napari_diffir.models.srdiff._arch.blocks import Mish
+
+CL = torch.channels_last
+
+
+def _qkv(channels: int, dtype=torch.float32) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(1, 3 * channels, 24, 20).to(dtype).contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_row_norm_of_channels_last_queries_equals_vector_norm(heads):
+    q = _qkv(32)[:, :32].reshape(1, heads, 32 // heads, 24 * 20)
+    assert q.stride(-1) != 1  # the strided layout the fast path is for
+    with torch.inference_mode():
+        fast = _row_norm(q)
+    ref = torch.linalg.vector_norm(q.double(), dim=-1, keepdim=True)
+    assert fast.shape == ref.shape == (1, heads, 32 // heads, 1)
+    torch.testing.assert_close(fast.double(), ref, rtol=1e-6, atol=0)
+
+
+def test_row_norm_of_bf16_is_accumulated_in_float32():
+    q = _qkv(32, torch.bfloat16)[:, :32].reshape(1, 1, 32, 24 * 20)
+    with torch.inference_mode():
+        fast = _row_norm(q)
+    assert fast.dtype == torch.float32
+    ref = torch.linalg.vector_norm(q.double(), dim=-1, keepdim=True)
+    torch.testing.assert_close(fast.double(), ref, rtol=1e-3, atol=0)  # bf16 squares, float32 sum
+
+
+def test_row_norm_of_fp16_does_not_overflow():
+    q = (_qkv(8) * 300).half()[:, :8].reshape(1, 1, 8, 24 * 20)  # squares above fp16's 65504
+    with torch.inference_mode():
+        norm = _row_norm(q)
+    assert torch.isfinite(norm).all()
+    torch.testing.assert_close(norm.double(), torch.linalg.vector_norm(q.double(), dim=-1, keepdim=True), rtol=2e-3, atol=0)
+
+
+def test_row_norm_keeps_vector_norms_gradient():
+    q = _qkv(8)[:, :8].reshape(1, 1, 8, 24 * 20).detach().requires_grad_()
+    _row_norm(q).sum().backward()
+    expected = q.detach() / torch.linalg.vector_norm(q.detach(), dim=-1, keepdim=True)
+    torch.testing.assert_close(q.grad, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gelu_gate_on_channel_halves_equals_reference(dtype):
+    x1, x2 = _qkv(16, dtype)[:, :32].chunk(2, dim=1)
+    assert not x1.is_contiguous(memory_format=CL)
+    with torch.inference_mode():
+        out = _gelu_gate(x1, x2)
+    ref = F.gelu(x1.double()) * x2.double()
+    assert out.dtype == dtype and out.is_contiguous(memory_format=CL)
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(out.double(), ref, **tol)
+
+
+def test_gelu_gate_keeps_the_default_layout():
+    x1, x2 = torch.randn(1, 8, 6, 5), torch.randn(1, 8, 6, 5)
+    out = _gelu_gate(x1, x2)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, F.gelu(x1) * x2)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_feed_forward_with_dense_halves_equals_the_gate_path(batch):
+    torch.manual_seed(0)
+    ffn = FeedForward(16, 2.2, bias=True).eval()  # 35-channel halves, with biases
+    x = torch.randn(batch, 16, 12, 10).contiguous(memory_format=CL)
+    z = torch.randn(batch, 256)
+    w, b = torch.rand(16) + 0.5, torch.randn(16)
+    with torch.no_grad():
+        reference = ffn(x.contiguous(), z, w, b)  # the default layout: through gate()
+    with torch.inference_mode():
+        out = ffn(x, z, w, b)
+    assert out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+
+
+def _mish_inputs(dtype=torch.float32) -> torch.Tensor:
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 16, 16) * 6
+    x.view(-1)[:8] = torch.tensor([-1e4, -100.0, -30.0, -1e-30, 0.0, 1e-30, 30.0, 1e4])
+    return x.to(dtype).contiguous(memory_format=CL)
+
+
+def test_mish_equals_torch_mish_over_the_whole_range():
+    x = _mish_inputs()
+    with torch.inference_mode():
+        out = Mish()(x)
+    ref = F.mish(x.double())
+    assert torch.isfinite(out).all() and out.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_mish_in_bf16_is_rounded_once_from_float32():
+    x = _mish_inputs(torch.bfloat16)
+    with torch.inference_mode():
+        out = Mish()(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, F.mish(x.float()).bfloat16(), rtol=0, atol=0)
+
+
+def test_mish_gradient_is_torch_mishs():
+    x = _mish_inputs().requires_grad_()
+    Mish()(x).sum().backward()
+    y = _mish_inputs().requires_grad_()
+    F.mish(y).sum().backward()
+    torch.testing.assert_close(x.grad, y.grad)

@@ -177,6 +177,8 @@ def test_device_indicator_and_precision_check(viewer, qtbot):
     assert not widget._run.enabled and "bf16" in widget._status.value
     widget._precision.value = "bf16"
     assert widget._run.enabled
+    widget._precision.value = "auto"  # resolved in plan(): bf16 where native, else fp32; never refused
+    assert widget._run.enabled
 
 
 def test_tile_steps_and_seed_fields_are_validated_as_typed(widget_plugin, viewer):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, ProgressBar, PushButton
 
-from ..engine.settings import DEFAULTS
+from ..engine.settings import DEFAULTS, PRECISIONS
 from ..restorer import RestorerInfo
 from ._device import probe_devices
 from ._export_action import ExportAction
@@ -93,9 +93,10 @@ class RestoreWidget(LayerChoice, RestorerChoice, Validation, RunControls, Export
                                  tooltip="Overlap between tiles in pixels: 'auto' (the model's halo) or a number")
         self._device = compact(ComboBox(name="device", label="Device", choices=["auto", "cpu"], value=DEFAULTS.device,
                                         tooltip="auto: the first GPU torch can use, else the CPU"))
-        self._precision = ComboBox(name="precision", label="Precision", choices=["fp32", "bf16", "fp16"],
+        self._precision = ComboBox(name="precision", label="Precision", choices=list(PRECISIONS),
                                    value=DEFAULTS.precision,
-                                   tooltip="bf16/fp16: faster on recent hardware, slightly less exact")
+                                   tooltip="bf16/fp16: faster on recent hardware, slightly less exact; "
+                                           "auto: bf16 where the CPU or GPU has it natively, else fp32")
         self._dtype = ComboBox(name="output_type", label="Output type",
                                choices=[("float32", "float32"), ("same as input", "input")], value="float32",
                                tooltip="float32 keeps every value; 'same as input' rounds and clips to the "

@@ -127,11 +127,13 @@ def fraction_done(p: Any) -> float:
 
 
 def progress_text(p: Any) -> str:
-    """``Stage 1/2 (diffir-s1) · step 120 · loss 0.0213 · val PSNR 28.41 dB · 3:10 left``."""
+    """``Stage 1/2 (diffir-s1) · step 120/480 · loss 0.0213 · val PSNR 28.41 dB · 3:10 left``
+    (no ``/total`` while a time budget's pace is still being measured)."""
     from ._worker import format_seconds
 
     r = p.report
-    parts = [f"Stage {p.index + 1}/{p.count} ({r.stage})" if p.count > 1 else r.stage, f"step {r.step}"]
+    step = f"step {r.step}" if r.schedule == "measuring" else f"step {r.step}/{r.total}"
+    parts = [f"Stage {p.index + 1}/{p.count} ({r.stage})" if p.count > 1 else r.stage, step]
     if r.loss is not None:
         parts.append(f"loss {r.loss:.4f}")
     if r.validation:

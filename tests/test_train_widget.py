@@ -25,6 +25,7 @@ SMALL = {"val_count": 2, "threads": 1}
 @pytest.fixture
 def viewer(make_napari_viewer_proxy, tmp_path, monkeypatch, fresh_registry):
     monkeypatch.setenv(user.ENV_VAR, str(tmp_path / "models"))
+    monkeypatch.setattr(user, "_session_folders", [])
     return make_napari_viewer_proxy()
 
 
@@ -236,3 +237,25 @@ def test_super_resolution_x2_from_scratch_restores_at_twice_the_size(viewer, tmp
     assert "my-sr2-test" in restore._infos and restore._infos["my-sr2-test"].scale == 2
     out = _restore_with(restore, qtbot, layer, "my-sr2-test")
     assert out.data.shape == (128, 128)
+
+
+def test_a_model_saved_to_another_folder_is_offered_at_once(viewer, tmp_path, qtbot):
+    """Save to a folder that is not the user models folder: the model lands there (nothing in the
+    user models folder), the docked Restore widget lists it for this session and restores with it,
+    and the status line says how to keep it listed in later sessions."""
+    restore = _docked_restore(viewer, qtbot)
+    layer = viewer.add_image(_cells(), name="cells")
+    elsewhere = tmp_path / "my models"
+    widget = _widget(viewer, tmp_path, images=["cells"], noise="gaussian:0.08", name="aside-denoise",
+                     save_to=str(elsewhere), max_steps=2)
+    assert widget.problems() == {}
+    path = _wait(qtbot, widget.train()).result()
+    assert path == elsewhere / "aside-denoise.safetensors" and path.with_suffix(".json").is_file()
+    assert not (tmp_path / "models" / "aside-denoise.safetensors").exists()
+    assert "for this session" in widget._status.value and str(tmp_path / "models") in widget._status.value
+    assert restore._infos["aside-denoise"].bundled_weights == str(path.resolve())
+    assert user.models_folders()[1:] == [elsewhere.resolve()]
+    out = _restore_with(restore, qtbot, layer, "aside-denoise")
+    assert out.data.shape == (96, 96)
+    widget._name.value = "aside-denoise"  # training it again into the same folder replaces it: allowed
+    assert "name" not in widget.problems()

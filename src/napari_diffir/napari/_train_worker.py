@@ -78,7 +78,9 @@ def iter_training(settings: TrainSettings, arrays: dict[str, Any], description: 
     if outcome[0] == "failed":
         raise outcome[1]
     from .. import registry
+    from ..restorers.user import add_models_folder
 
+    add_models_folder(Path(outcome[1]).parent)  # saved elsewhere than the user models folder: listed too
     registry.reload()  # the child registered the model in its own process; this one learns it now,
     registry.list_restorers()  # here, so that the viewer's thread finds the catalogue ready
     return outcome[1]

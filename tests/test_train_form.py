@@ -99,7 +99,8 @@ def test_the_curve_runs_on_across_stages_and_reports_progress():
     assert fraction_done(_p(1, 2, 50)) == pytest.approx(0.75)
     assert fraction_done(_p(0, 2, 10, eta_s=10.0, elapsed_s=30.0)) == pytest.approx(0.375)
     text = progress_text(_p(1, 2, 50, eta_s=70.0, validation={"step": 40, "psnr": 28.4}))
-    assert text == "Stage 2/2 (s1) · step 50 · loss 0.5000 · val PSNR 28.40 dB · 1:10 left in this stage"
+    assert text == "Stage 2/2 (s1) · step 50/100 · loss 0.5000 · val PSNR 28.40 dB · 1:10 left in this stage"
+    assert progress_text(_p(0, 1, 3, eta_s=5.0, schedule="measuring")) == "s0 · step 3 · loss 0.5000 · 0:05 left"
 
 
 def test_the_train_form_does_not_import_torch():

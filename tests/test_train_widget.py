@@ -25,6 +25,7 @@ SMALL = {"val_count": 2, "threads": 1}
 @pytest.fixture
 def viewer(make_napari_viewer_proxy, tmp_path, monkeypatch, fresh_registry):
     monkeypatch.setenv(user.ENV_VAR, str(tmp_path / "models"))
+    monkeypatch.setattr(user, "_session_folders", [])
     return make_napari_viewer_proxy()
 
 
@@ -172,3 +173,89 @@ def test_the_noise_model_is_estimated_from_a_noisy_layer(viewer, tmp_path):
     widget._noisy.value = "noisy"
     assert widget._noise.value.startswith("poisson-gaussian:")
     assert "Poisson–Gaussian" in widget._status.value
+
+
+def _docked_restore(viewer, qtbot):
+    from napari_diffir.napari._widget import RestoreWidget
+
+    restore = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(restore, name="Restore (test)")
+    qtbot.waitUntil(lambda: restore._device_info.value != "Checking devices…", timeout=TIMEOUT)
+    return restore
+
+
+def _restore_with(restore, qtbot, layer, name):
+    restore._image.value = layer
+    restore._restorer.value = name
+    future = restore.run()
+    qtbot.waitUntil(future.done, timeout=TIMEOUT)
+    return future.result()
+
+
+def test_paired_layers_fine_tune_a_denoiser_that_restores(viewer, tmp_path, qtbot):
+    """Denoise (paired layers): a low-SNR and a high-SNR layer of one field train the bundled
+    denoiser on the pairs themselves (no synthetic noise); the card says so, and the docked Restore
+    widget lists the model and restores the low-SNR layer at its size."""
+    restore = _docked_restore(viewer, qtbot)
+    clean = _cells()
+    noisy = np.clip(clean + np.random.default_rng(3).normal(0, 300, clean.shape), 0, 65535).astype(np.uint16)
+    low = viewer.add_image(noisy, name="low-snr")
+    viewer.add_image(clean, name="high-snr")
+    widget = _widget(viewer, tmp_path, task="denoise-paired", low="low-snr", high="high-snr", name="paired-denoise",
+                     max_steps=2)
+    widget._patch.value = 32  # choosing the task set the recipe's patch size
+    assert widget.problems() == {}
+    path = _wait(qtbot, widget.train()).result()
+    assert path == tmp_path / "models" / "paired-denoise.safetensors" and path.is_file()
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["training"]["steps"] == 2 and card["scale"] == 1 and card["family"] == "diffir"
+    assert card["data"]["paired"] and "noise_model" not in card["data"]
+    assert [d["name"] for d in card["data_description"]["layers"]] == ["low-snr", "high-snr"]
+    assert "--paired" in card["job"]["commands"][0]
+    assert "paired-denoise" in restore._infos
+    out = _restore_with(restore, qtbot, low, "paired-denoise")
+    assert out.data.shape == (96, 96) and np.isfinite(np.asarray(out.data, np.float32)).all()
+    np.testing.assert_array_equal(low.data, noisy)
+
+
+def test_super_resolution_x2_from_scratch_restores_at_twice_the_size(viewer, tmp_path, qtbot):
+    """Super-resolution x2 (no bundled x2 model: from scratch, DiffIR stage 1 then stage 2) on one
+    high-resolution layer: both stages run, the card is an x2 DiffIR, and restoring a layer through
+    the Restore widget doubles its height and width."""
+    restore = _docked_restore(viewer, qtbot)
+    layer = viewer.add_image(_cells((64, 64)), name="hires")
+    widget = _widget(viewer, tmp_path, task="sr2", start="scratch", images=["hires"], name="my-sr2-test",
+                     max_steps=2)
+    widget._patch.value = 32  # choosing the task set the recipe's patch size
+    assert widget.problems() == {}
+    path = _wait(qtbot, widget.train()).result()
+    assert path == tmp_path / "models" / "my-sr2-test.safetensors" and path.is_file()
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["family"] == "diffir" and card["scale"] == 2 and card["training"]["stage"] == "diffir-s2"
+    assert len(card["job"]["commands"]) == 2 and "--stage 1" in card["job"]["commands"][0]
+    assert widget.curve.stage_starts  # the curve ran on into the second stage
+    assert "my-sr2-test" in restore._infos and restore._infos["my-sr2-test"].scale == 2
+    out = _restore_with(restore, qtbot, layer, "my-sr2-test")
+    assert out.data.shape == (128, 128)
+
+
+def test_a_model_saved_to_another_folder_is_offered_at_once(viewer, tmp_path, qtbot):
+    """Save to a folder that is not the user models folder: the model lands there (nothing in the
+    user models folder), the docked Restore widget lists it for this session and restores with it,
+    and the status line says how to keep it listed in later sessions."""
+    restore = _docked_restore(viewer, qtbot)
+    layer = viewer.add_image(_cells(), name="cells")
+    elsewhere = tmp_path / "my models"
+    widget = _widget(viewer, tmp_path, images=["cells"], noise="gaussian:0.08", name="aside-denoise",
+                     save_to=str(elsewhere), max_steps=2)
+    assert widget.problems() == {}
+    path = _wait(qtbot, widget.train()).result()
+    assert path == elsewhere / "aside-denoise.safetensors" and path.with_suffix(".json").is_file()
+    assert not (tmp_path / "models" / "aside-denoise.safetensors").exists()
+    assert "for this session" in widget._status.value and str(tmp_path / "models") in widget._status.value
+    assert restore._infos["aside-denoise"].bundled_weights == str(path.resolve())
+    assert user.models_folders()[1:] == [elsewhere.resolve()]
+    out = _restore_with(restore, qtbot, layer, "aside-denoise")
+    assert out.data.shape == (96, 96)
+    widget._name.value = "aside-denoise"  # training it again into the same folder replaces it: allowed
+    assert "name" not in widget.problems()

@@ -95,6 +95,63 @@ def test_a_time_budget_ends_the_run_with_a_checkpoint(one_image, tmp_path):
     assert json.loads((tmp_path / "run" / "state.json").read_text())["step"] == card["training"]["steps"]
 
 
+def _stage1_lr(step, total, base=2e-4):
+    """Stage 1's denoise schedule (the cyclic cosine), as Stage1.lr_at computes it."""
+    from napari_diffir.training.loop import cosine_restart_lr
+
+    p1 = max(1, round(total * 92 / 300))
+    return cosine_restart_lr(step, [p1, max(1, total - p1)], [2.85e-4, 1e-6], base)
+
+
+def test_a_budgeted_schedule_decays_within_the_budget(one_image, tmp_path):
+    """With --steps 100000 and a 3 s budget, the schedule is fitted to the measured pace after 5
+    steps: every later step's lr is the schedule's over the fitted total, the run ends on (or near)
+    that total with the lr decayed to a small fraction, and the card and state.json record it."""
+    from napari_diffir.training.loop import BUDGET_PROBE_STEPS
+
+    seen, logs = [], []
+    card = train(parse_train_args([*TINY, "--data", one_image, "--val-split", "region", "--steps", "100000",
+                                   "--val-every", "1000", "--max-minutes", "0.05", "--out", tmp_path / "run"]),
+                 progress=seen.append, log=logs.append)
+    steps = [p for p in seen if p.event == "step"]
+    probing = steps[:BUDGET_PROBE_STEPS - 1]
+    assert all(p.schedule == "measuring" and p.total == 100000 for p in probing)
+    fitted = steps[BUDGET_PROBE_STEPS - 1:]
+    total = fitted[0].total
+    assert BUDGET_PROBE_STEPS < total < 100000 and all(p.schedule == "budget" and p.total == total for p in fitted)
+    assert all(p.lr == pytest.approx(_stage1_lr(p.step - 1, total)) for p in fitted[1:])  # [0]: timed
+    assert steps[-1].step >= 0.8 * total and steps[-1].lr < 0.25 * 2e-4
+    assert card["training"]["schedule_steps"] == total and card["training"]["schedule"] == "budget"
+    assert card["training"]["planned_steps"] == 100000
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["schedule_total"] == total
+    assert any(f"the schedule runs over {total} steps to fit the time budget of 0.05 min" in m for m in logs)
+
+
+def test_a_resumed_budgeted_run_keeps_its_recorded_schedule(one_image, tmp_path):
+    """Cancelled after the schedule was fitted, the run resumes over the same total, even with a
+    larger budget: it is not fitted again and ends exactly on the recorded total."""
+    args = [*TINY, "--data", one_image, "--val-split", "region", "--steps", "100000", "--val-every", "1000",
+            "--out", tmp_path / "run"]
+    stop = threading.Event()
+
+    def progress(p):
+        if p.event == "step" and p.schedule == "budget":
+            stop.set()
+
+    with pytest.raises(TrainingCancelled) as exc:
+        train(parse_train_args([*args, "--max-minutes", "0.05"]), progress=progress, cancel=stop, log=lambda m: None)
+    total = json.loads((tmp_path / "run" / "state.json").read_text())["schedule_total"]
+    assert exc.value.step < total < 100000
+    seen, logs = [], []
+    card = train(parse_train_args([*args, "--max-minutes", "5"]), progress=seen.append, log=logs.append)
+    resumed = [p for p in seen if p.event == "step"]
+    assert resumed[0].step == exc.value.step + 1 and resumed[-1].step == total == card["training"]["steps"]
+    assert all(p.total == total and p.schedule == "budget" for p in seen)
+    assert all(p.lr == pytest.approx(_stage1_lr(p.step - 1, total)) for p in resumed)
+    assert not any("the schedule runs over" in m for m in logs)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["schedule_total"] == total
+
+
 def test_bad_inputs_are_named_before_training(one_image, tmp_path, capsys):
     """Each unusable input is a one-line error (exit 2) saying what is wrong, before any step."""
     run = ["train", *TINY, "--steps", "1", "--out", str(tmp_path / "bad")]

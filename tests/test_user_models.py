@@ -28,6 +28,7 @@ def models(tmp_path, monkeypatch, fresh_registry):
     """An empty user models folder of this test's own."""
     folder = tmp_path / "models"
     monkeypatch.setenv(user.ENV_VAR, str(folder))
+    monkeypatch.setattr(user, "_session_folders", [])
     return folder
 
 
@@ -53,6 +54,21 @@ def test_a_saved_model_is_listed_without_torch_and_restores_like_its_weights(mod
     mine = napari_diffir.restore(noisy, "my-denoiser", seed=0)
     ref = napari_diffir.restore(noisy, "diffir-denoise", seed=0)
     np.testing.assert_array_equal(np.asarray(mine), np.asarray(ref))
+
+
+def test_a_folder_of_the_users_choice_is_listed_for_the_session(models, tmp_path):
+    """A model saved elsewhere is not listed until its folder is added; then it is (once, even if
+    added again), and the user models folder is not added twice."""
+    elsewhere = tmp_path / "elsewhere"
+    bundle(bundled.weights_path("diffir-denoise"), "kept-aside", elsewhere)
+    assert "kept-aside" not in {i.name for i in napari_diffir.list_restorers()}
+    assert user.add_models_folder(elsewhere) and not user.add_models_folder(elsewhere / ".." / "elsewhere")
+    assert not user.add_models_folder(models)
+    assert user.models_folders() == [models.resolve(), elsewhere.resolve()]
+    napari_diffir.registry.reload()
+    infos = {i.name: i for i in napari_diffir.list_restorers()}
+    assert infos["kept-aside"].source == "user models"
+    assert infos["kept-aside"].bundled_weights == str(elsewhere.resolve() / "kept-aside.safetensors")
 
 
 def test_an_unreadable_card_is_skipped_with_a_warning(models):

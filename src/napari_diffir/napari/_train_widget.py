@@ -304,8 +304,7 @@ class TrainWidget(Container):
         self._refresh_restore_widgets()
         self._progress.value = 1000
         self._status.value = (f"Saved {card['name']!r} ({card['training']['steps']} steps, best validation PSNR "
-                              f"{best.get('psnr', float('nan')):.2f} dB) to {self.saved}. It is in the Restore "
-                              "widget's list now.")
+                              f"{best.get('psnr', float('nan')):.2f} dB) to {self.saved}. {_where_listed(self.saved)}")
         self._outcome = self.saved
         self._train_button.text = "Train"
 
@@ -344,3 +343,14 @@ class TrainWidget(Container):
         for widget in docked:
             if hasattr(widget, "refresh_restorers"):
                 widget.refresh_restorers()
+
+
+def _where_listed(saved: Path) -> str:
+    """Where the saved model is offered: always now; in later sessions only from the user models folder."""
+    from ..restorers.user import ENV_VAR, models_dir
+
+    home = models_dir()
+    if saved.parent.resolve() == home.expanduser().resolve():
+        return "It is in the Restore widget's list now."
+    return (f"It is in the Restore widget's list for this session; to list it in later sessions too, move it "
+            f"(and its .json card) to {home}, or set {ENV_VAR} to {saved.parent}.")

@@ -78,7 +78,9 @@ def iter_training(settings: TrainSettings, arrays: dict[str, Any], description: 
     if outcome[0] == "failed":
         raise outcome[1]
     from .. import registry
+    from ..restorers.user import add_models_folder
 
+    add_models_folder(Path(outcome[1]).parent)  # saved elsewhere than the user models folder: listed too
     registry.reload()  # the child registered the model in its own process; this one learns it now,
     registry.list_restorers()  # here, so that the viewer's thread finds the catalogue ready
     return outcome[1]
@@ -127,11 +129,13 @@ def fraction_done(p: Any) -> float:
 
 
 def progress_text(p: Any) -> str:
-    """``Stage 1/2 (diffir-s1) · step 120 · loss 0.0213 · val PSNR 28.41 dB · 3:10 left``."""
+    """``Stage 1/2 (diffir-s1) · step 120/480 · loss 0.0213 · val PSNR 28.41 dB · 3:10 left``
+    (no ``/total`` while a time budget's pace is still being measured)."""
     from ._worker import format_seconds
 
     r = p.report
-    parts = [f"Stage {p.index + 1}/{p.count} ({r.stage})" if p.count > 1 else r.stage, f"step {r.step}"]
+    step = f"step {r.step}" if r.schedule == "measuring" else f"step {r.step}/{r.total}"
+    parts = [f"Stage {p.index + 1}/{p.count} ({r.stage})" if p.count > 1 else r.stage, step]
     if r.loss is not None:
         parts.append(f"loss {r.loss:.4f}")
     if r.validation:

@@ -7,6 +7,11 @@ A user model is a ``<name>.safetensors`` file with its JSON model card ``<name>.
 on Linux). Each becomes the generic DiffIR or SRDiff restorer with those weights, named by its
 card, so it shows in ``napari-diffir list`` and in the Restore widget. Only the cards are read
 here: registering stays free of torch. A card that cannot be used is skipped with a warning.
+
+A model saved to another folder (the Train widget's *Save to*) is offered too: that folder is
+added for the rest of the session with :func:`add_models_folder`, so the Restore widget lists
+the model at once. Later sessions list only the user models folder (``NAPARI_DIFFIR_MODELS_DIR``
+points them elsewhere).
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from ..hookspecs import hookimpl
 from .diffir import DiffIRRestorer
 from .srdiff import SRDiffRestorer
 
-__all__ = ["ENV_VAR", "PLUGIN_LABEL", "models_dir", "register_restorers", "restorer_for_card"]
+__all__ = ["ENV_VAR", "PLUGIN_LABEL", "add_models_folder", "models_dir", "models_folders", "register_restorers",
+           "restorer_for_card"]
 
 ENV_VAR = "NAPARI_DIFFIR_MODELS_DIR"
 PLUGIN_LABEL = "user models"
 """The source these restorers show (``napari-diffir list``, the Restore widget)."""
+
+_session_folders: list[Path] = []
+"""Folders outside the user models folder that models were saved to in this session."""
 
 
 def models_dir() -> Path:
@@ -40,6 +49,23 @@ def models_dir() -> Path:
     else:
         base = Path(user_data_dir("napari-diffir", appauthor=False))
     return base / "models"
+
+
+def add_models_folder(folder: str | os.PathLike) -> bool:
+    """List the models in ``folder`` too, for the rest of this session (call
+    ``registry.reload()`` after it). Returns False when it is listed already."""
+    folder = Path(folder).expanduser().resolve()
+    if folder in models_folders():
+        return False
+    _session_folders.append(folder)
+    return True
+
+
+def models_folders() -> list[Path]:
+    """Every folder whose models are registered: the user models folder, then this session's others."""
+    folders = [models_dir().expanduser().resolve()]
+    folders += [f for f in _session_folders if f not in folders]
+    return folders
 
 
 def restorer_for_card(card: dict[str, Any], weights: Path) -> type:
@@ -83,11 +109,9 @@ def _user_models(folder: Path) -> list[tuple[dict, Path]]:
 
 @hookimpl
 def register_restorers(register):
-    """Register every model in the user models folder (nothing if the folder does not exist)."""
-    folder = models_dir()
-    if not folder.is_dir():
-        return
-    for card, weights in _user_models(folder):
+    """Register every model in the user models folder and this session's other model folders."""
+    found = [m for folder in models_folders() if folder.is_dir() for m in _user_models(folder)]
+    for card, weights in found:
         try:
             cls = restorer_for_card(card, weights)
         except ValueError as exc:

@@ -32,6 +32,10 @@ __all__ = ["EMA", "LoopConfig", "Stage", "TrainingBudgetError", "TrainingCancell
            "load_card", "psnr_ssim", "run_stage", "save_weights", "train_step"]
 
 CARD_SUFFIX = ".json"
+BUDGET_PROBE_STEPS = 5
+"""Steps a budgeted run times before it fits its schedule to the budget (the first is not counted)."""
+BUDGET_MARGIN = 0.9
+"""Share of the budget the fitted schedule plans for: step times vary, the schedule should end first."""
 
 
 @dataclass
@@ -194,6 +198,8 @@ class _State:
     wall_time: float = 0.0
     history: list = field(default_factory=list)
     best: dict | None = None
+    schedule_total: int | None = None
+    """The schedule's length fitted to a time budget (None: ``cfg.steps``); kept across resumes."""
 
 
 def run_stage(
@@ -208,6 +214,12 @@ def run_stage(
     cancel: Any = None,
 ) -> dict:
     """Train ``stage`` for ``cfg.steps`` steps (or ``cfg.max_minutes``), resuming if possible.
+
+    With a time budget the learning-rate schedule (and any step-dependent loss) runs over the
+    steps the budget allows, not over ``cfg.steps``: after :data:`BUDGET_PROBE_STEPS` timed steps
+    its length is fixed to what fits in :data:`BUDGET_MARGIN` of the budget (validations
+    included, never more than ``cfg.steps``), recorded in ``state.json`` so a resumed run
+    continues the same schedule, and the run ends when the schedule does.
 
     Writes into ``cfg.out_dir``: ``last.safetensors`` / ``last_ema.safetensors`` (+ cards),
     ``best.safetensors`` (EMA weights with the best validation PSNR, exported for inference),
@@ -249,10 +261,19 @@ def run_stage(
         if (out / "optimizer.pt").exists():
             opt.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True, map_location=device))
         saved = json.loads((out / "state.json").read_text())
-        state = _State(saved["step"], saved["wall_time"], saved.get("history", []), saved.get("best"))
+        state = _State(saved["step"], saved["wall_time"], saved.get("history", []), saved.get("best"),
+                       saved.get("schedule_total"))
         if ema is not None:
             ema.updates = warmed + state.step
         log(f"[{stage.name}] resumed from {out} at step {state.step}")
+
+    def total() -> int:
+        return state.schedule_total or cfg.steps
+
+    def schedule_kind() -> str:
+        if state.schedule_total is not None:
+            return "budget"
+        return "measuring" if cfg.max_minutes is not None else "steps"
 
     def card_now(kind: str) -> dict:
         c = dict(card)
@@ -261,6 +282,8 @@ def run_stage(
             stage=stage.name,
             steps=state.step,
             planned_steps=cfg.steps,
+            schedule_steps=total(),
+            schedule=schedule_kind(),
             wall_time_s=round(state.wall_time, 1),
             batch_size=cfg.batch_size,
             patch_size=cfg.patch_size,
@@ -293,6 +316,7 @@ def run_stage(
         metrics = evaluate(stage, eval_net, val, cfg.seed)
         net.train(was_training)
         took = time.time() - started
+        val_times.append(took)
         if budget_check and cfg.max_minutes is not None and cfg.max_minutes * 60 < took:
             raise TrainingBudgetError(
                 f"[{stage.name}] a time budget of {cfg.max_minutes * 60:.1f} s is too short to reach one validation: "
@@ -312,6 +336,7 @@ def run_stage(
         report("validation")
 
     step_times: list[float] = []
+    val_times: list[float] = []
     last: dict = {"loss": None, "parts": {}, "lr": None}
 
     def report(event: str) -> None:
@@ -321,15 +346,32 @@ def run_stage(
         eta = None
         if step_times:
             per_step = float(np.mean(step_times[-20:]))
-            eta = per_step * max(0, cfg.steps - state.step)
+            eta = per_step * max(0, total() - state.step)
             if cfg.max_minutes is not None:
                 eta = min(eta, max(0.0, cfg.max_minutes * 60 - elapsed))
         if event == "done":
             eta = 0.0
-        progress(TrainingProgress(stage=stage.name, event=event, step=state.step, total=cfg.steps,
+        progress(TrainingProgress(stage=stage.name, event=event, step=state.step, total=total(),
+                                  schedule=schedule_kind(),
                                   loss=last["loss"], parts=dict(last["parts"]), lr=last["lr"],
                                   validation=state.history[-1] if state.history else None,
                                   elapsed_s=round(elapsed, 3), eta_s=eta))
+
+    def fit_schedule() -> None:
+        """Fix the schedule's length to the steps left in the budget at the measured pace."""
+        timed = step_times[1:] or step_times  # the first step pays for allocations
+        per_step = float(np.median(timed))
+        if cfg.val_every and val_times:
+            per_step += float(np.mean(val_times)) / cfg.val_every
+        left = cfg.max_minutes * 60 * BUDGET_MARGIN - (time.time() - session_start)
+        state.schedule_total = min(cfg.steps, state.step + max(1, int(left / per_step)))
+        if bar is not None:
+            bar.total = state.schedule_total
+            bar.refresh()
+        log(f"[{stage.name}] {per_step:.3g} s per step: the schedule runs over {state.schedule_total} steps "
+            f"to fit the time budget of {cfg.max_minutes:g} min")
+        _append_log(out, {"event": "schedule", "step": state.step, "schedule_total": state.schedule_total,
+                          "s_per_step": per_step, "budget_min": cfg.max_minutes})
 
     session_start = time.time()
     if state.step == 0 and not state.history:
@@ -348,7 +390,7 @@ def run_stage(
     losses: list[float] = []
     start_step = state.step
     batches = _batches(sampler, cfg, start_step)
-    while state.step < cfg.steps:
+    while state.step < total():
         if is_cancelled(cancel):
             batches.close()
             if bar is not None:
@@ -356,7 +398,7 @@ def run_stage(
             checkpoint()
             log(f"[{stage.name}] cancelled at step {state.step}; checkpoint written to {out}")
             raise TrainingCancelled(
-                f"[{stage.name}] training cancelled at step {state.step} of {cfg.steps}; the checkpoint in "
+                f"[{stage.name}] training cancelled at step {state.step} of {total()}; the checkpoint in "
                 f"{out} resumes it (run the same command or configuration again)", state.step, str(out))
         if cfg.max_minutes is not None and (time.time() - session_start) > cfg.max_minutes * 60:
             log(f"[{stage.name}] time budget of {cfg.max_minutes} min reached at step {state.step}")
@@ -370,8 +412,8 @@ def run_stage(
         lq, gt = (t.to(device, non_blocking=True) for t in next(batches))
         if cfg.channels_last:
             lq, gt = lq.contiguous(memory_format=torch.channels_last), gt.contiguous(memory_format=torch.channels_last)
-        lr = stage.lr_at(step, cfg.steps, cfg.lr)
-        loss, logs = train_step(stage, opt, lq, gt, step, cfg.steps, lr, cfg.amp, device.type)
+        lr = stage.lr_at(step, total(), cfg.lr)
+        loss, logs = train_step(stage, opt, lq, gt, step, total(), lr, cfg.amp, device.type)
         if ema is not None:
             ema.update(net)
         state.step += 1
@@ -379,6 +421,8 @@ def run_stage(
         losses.append(loss.item())
         step_times.append(time.time() - step_started)
         last.update(loss=losses[-1], parts=logs, lr=lr)
+        if schedule_kind() == "measuring" and len(step_times) >= BUDGET_PROBE_STEPS:
+            fit_schedule()
         report("step")
         if bar is not None:
             bar.update(1)

@@ -25,7 +25,7 @@ class TrainingProgress:
     step: int
     """Steps done so far (resumed steps included)."""
     total: int
-    """The planned steps (the schedule length); a time budget may end the run earlier."""
+    """The schedule's length: ``--steps``, or the steps a time budget allows once measured."""
     loss: float | None
     """Training loss of the last step (``None`` before the first)."""
     parts: dict = field(default_factory=dict)
@@ -37,6 +37,10 @@ class TrainingProgress:
     """Wall time of this session's training steps."""
     eta_s: float | None = None
     """Estimated seconds until the run ends (steps left or budget left, whichever ends first)."""
+    schedule: str = "steps"
+    """Where ``total`` comes from: ``"steps"`` (the step count), ``"measuring"`` (a time budget
+    whose pace is still being timed; ``total`` is the step count until then) or ``"budget"``
+    (fitted to the time budget)."""
 
 
 class TrainingCancelled(Exception):

@@ -229,7 +229,9 @@ def run_job(job: TrainJob, *, progress: Callable[[JobProgress], None] | None = N
              "session_wall_time_s": round(time.time() - started, 1)}}
     saved = bundle(best, job.name, dest, extra=extra)
     from .. import registry
+    from ..restorers.user import add_models_folder
 
+    add_models_folder(dest)  # a folder of the user's choice is listed for the rest of the session
     registry.reload()  # the new model is a restorer from now on (list_restorers, the Restore widget)
     return saved
 

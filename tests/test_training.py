@@ -339,3 +339,18 @@ def test_cli_sets_passive_openmp_waiting_before_torch_loads():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_bundle_counts_the_whole_lineage_of_a_fine_tune_of_a_fine_tune():
+    """A fine-tune started from a run's own checkpoint (no totals in its card) still counts every
+    earlier step: its stages, then what it was itself initialised from."""
+    from napari_diffir.training.bundle import lineage_totals
+
+    bundled = {"total_steps": 6668, "total_wall_time_s": 6371.8, "training": {"steps": 5200, "wall_time_s": 3491.2}}
+    run = {"training": {"steps": 15000, "wall_time_s": 10132.7}, "initialised_from": bundled}
+    assert lineage_totals({}) == (0, 0.0)
+    assert lineage_totals(bundled) == (6668, 6371.8)
+    steps, wall = lineage_totals(run)
+    assert steps == 15000 + 6668 and wall == pytest.approx(10132.7 + 6371.8)
+    scratch = {"training": {"steps": 40, "wall_time_s": 2.0}, "previous_stages": {"s1": {"training": {"steps": 10, "wall_time_s": 1.0}}}}
+    assert lineage_totals(scratch) == (50, 3.0)

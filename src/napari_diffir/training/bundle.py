@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["bundle"]
+__all__ = ["bundle", "lineage_totals"]
 
 
 KNOWN_SOURCES = {
@@ -28,6 +28,21 @@ TRAIN400 = ("Train400: 400 180x180 grayscale crops of BSDS500 train/test images,
             "e93b27812d3ff523a3a79d19e5e50d233d7a8d0a, TrainingCodes/DnCNN_TrainingCodes_v1.0/data/Train400",
             "the repository states no licence; the Berkeley Segmentation Dataset is for non-commercial research "
             "and education; used for training only, not redistributed")
+
+
+def lineage_totals(init: dict) -> tuple[int, float]:
+    """Steps and wall time of everything a fine-tune started from.
+
+    A bundled model's card has its totals; a run's own checkpoint (fine-tuning a fine-tune) has
+    none, so its stages are counted and its own ``initialised_from`` is followed in turn.
+    """
+    if not init:
+        return 0, 0.0
+    if "total_steps" in init:
+        return init["total_steps"], init.get("total_wall_time_s", 0.0)
+    stages = [init.get("training") or {}] + [v.get("training") or {} for v in (init.get("previous_stages") or {}).values()]
+    steps, wall = lineage_totals(init.get("initialised_from") or {})
+    return steps + sum(t.get("steps", 0) for t in stages), wall + sum(t.get("wall_time_s", 0) for t in stages)
 
 
 def data_provenance(sources: list[str]) -> list[dict]:
@@ -69,10 +84,9 @@ def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, ha
                 "training": prev_card.get("training"), "validation_best": prev_card.get("validation", {}).get("best"),
                 "validation_input": prev_card.get("validation_input")}
     stages = [card["training"]] + [v["training"] for v in card.get("previous_stages", {}).values() if v.get("training")]
-    init = card.get("initialised_from") or {}  # a fine-tuning run: count what it started from
-    card["total_wall_time_s"] = round(sum(t.get("wall_time_s", 0) for t in stages)
-                                      + init.get("total_wall_time_s", 0), 1)
-    card["total_steps"] = sum(t.get("steps", 0) for t in stages) + init.get("total_steps", 0)
+    init_steps, init_wall = lineage_totals(card.get("initialised_from") or {})  # a fine-tune: what it started from
+    card["total_wall_time_s"] = round(sum(t.get("wall_time_s", 0) for t in stages) + init_wall, 1)
+    card["total_steps"] = sum(t.get("steps", 0) for t in stages) + init_steps
     card["storage"] = ("float16 parameters, float32 diffusion-schedule buffers" if half else "float32")
     card["source_checkpoint"] = str(weights)
     card["data_provenance"] = data_provenance((card.get("data") or {}).get("sources", []))

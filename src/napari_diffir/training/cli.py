@@ -359,7 +359,8 @@ def load_init_weights(net: Any, spec: str) -> dict:
     card_path = path.with_suffix(".json")
     if card_path.is_file():
         prior = json.loads(card_path.read_text())
-        info.update({k: prior[k] for k in ("name", "training", "total_steps", "total_wall_time_s", "previous_stages")
+        info.update({k: prior[k] for k in ("name", "training", "total_steps", "total_wall_time_s", "previous_stages",
+                                       "initialised_from")
                      if k in prior})
         if "validation" in prior:
             info["validation_best"] = prior["validation"].get("best")

@@ -13,7 +13,7 @@ Two uses, both tied to the plane and never to the tiles a restoration happens to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

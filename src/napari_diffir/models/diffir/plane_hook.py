@@ -11,7 +11,7 @@ the order a forward calls them.
 
 from __future__ import annotations
 
-from typing import Collection, Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn

@@ -1,10 +1,11 @@
-"""Tile independence of DiffIR: plane statistics against today's per-tile prior, on held-out images.
+"""Tile independence of DiffIR: the engine and the plane methods against per-tile statistics, on held-out images.
 
 The bundled ``diffir-denoise`` on Gaussian noise (sigma on the 0-255 scale) on Set12 and
-scikit-image's ``camera``, normalised by the engine's percentile rule. For today's engine path
-(``napari_diffir.restore``, per-tile prior and attention) and for each plane method
-(``models.diffir.planewise``: statistics once per plane, then tiles), it prints the PSNR of the
-untiled and the tiled runs, max |tiled - untiled| on the [0, 1] model scale, a seam figure and
+scikit-image's ``camera``, normalised by the engine's percentile rule. For the engine
+(``napari_diffir.restore``: one plane's statistics shared by the tiles, see the restorer's
+``prepare_plane``; the JSON in results/ from before it landed holds the per-tile figures) and
+for each plane method (``models.diffir.planewise``: statistics once per plane, then tiles),
+it prints the PSNR of the untiled and the tiled runs, max |tiled - untiled| on the [0, 1] model scale, a seam figure and
 the CPU seconds of the statistics and apply passes as a multiple of one plain untiled forward.
 Tiles are laid and blended exactly as the engine does (``engine.tiling``), with the restorer's
 overlap. The seam figure takes tiles of the first tile size cut with the first overlap as halo
@@ -155,13 +156,13 @@ def quality(args) -> dict:
         reference = border_excess(untiled[0, 0].numpy(), core)
         for tile in args.tiles:
             out = nd.restore(noisy, restorer, tile_size=tile, seed=0)
-            row[f"today_t{tile}"] = {
+            row[f"engine_t{tile}"] = {
                 "psnr": psnr(out, clean),
                 "max_diff": float(np.abs(norm.forward(out[None])[0] - untiled[0, 0].numpy()).max()),
             }
         with torch.inference_mode():
             old = stitched(lambda t, o, noise=noise: model.restore(t, noise=noise), x, core, halo)
-        row["today_seam"] = border_excess(old[0, 0].numpy(), core) / reference
+        row["per_tile_seam"] = border_excess(old[0, 0].numpy(), core) / reference
         for spec in args.methods:
             kw = method_options(spec)
             with torch.inference_mode():
@@ -191,9 +192,9 @@ def _print_image(name: str, row: dict, args) -> None:
     print(f"\n## {name} {row['size'][0]}x{row['size'][1]}: untiled {row['untiled']:.3f} dB "
           f"(one forward {row['forward_cpu_s']:.1f} CPU s; engine untiled vs model {row['engine_untiled_vs_model']:.1e})")
     for tile in args.tiles:
-        r = row[f"today_t{tile}"]
-        print(f"  today tile {tile}: {r['psnr']:.3f} dB  max|d| {r['max_diff']:.4f}")
-    print(f"  today seam figure: {row['today_seam']:.3f}")
+        r = row[f"engine_t{tile}"]
+        print(f"  engine tile {tile}: {r['psnr']:.3f} dB  max|d| {r['max_diff']:.4f}")
+    print(f"  per-tile statistics seam figure: {row['per_tile_seam']:.3f}")
     for spec in args.methods:
         r = row[spec]
         cells = "  ".join(
@@ -211,10 +212,10 @@ def _print_summary(results: dict, args) -> None:
                                                   for t in args.tiles for o in args.overlaps) + " | stats | apply |")
     print("|---|---|" + "---|" * (len(args.tiles) * len(args.overlaps)) + "---|---|")
     base = np.mean([r["untiled"] for r in rows])
-    line = [f"| today (per tile) | {base:.3f} |"]
+    line = [f"| engine (nd.restore) | {base:.3f} |"]
     for t in args.tiles:
-        d = [r[f"today_t{t}"]["psnr"] - r["untiled"] for r in rows]
-        md = max(r[f"today_t{t}"]["max_diff"] for r in rows)
+        d = [r[f"engine_t{t}"]["psnr"] - r["untiled"] for r in rows]
+        md = max(r[f"engine_t{t}"]["max_diff"] for r in rows)
         for _ in args.overlaps:
             line.append(f" {np.mean(d):+.3f} / {min(d):+.3f} / {md:.3f} |")
     print("".join(line) + " 0 | 1.00x |")
@@ -229,10 +230,17 @@ def _print_summary(results: dict, args) -> None:
         stats = np.mean([r[spec]["prepare_x"] for r in rows])
         apply = np.mean([r[spec]["apply_x"] for r in rows])
         print("".join(line) + f" {stats:.2f}x | {apply:.2f}x |")
-    print("\nstats / apply: CPU time of prepare_plane / of restore_tile_with on the whole plane, in "
+    print(f"\nThe engine row uses the restorer's own overlap ({nd_overlap()} px) whatever the columns say.")
+    print("stats / apply: CPU time of prepare_plane / of restore_tile_with on the whole plane, in "
           f"plain untiled forwards. Seam figure (tile {args.tiles[0]}, halo {args.overlaps[0]}, 1.000 = "
-          f"none), mean over images: today {np.mean([r['today_seam'] for r in rows]):.3f}, " + ", ".join(
+          f"none), mean over images: per-tile statistics {np.mean([r['per_tile_seam'] for r in rows]):.3f}, " + ", ".join(
               f"{s} {np.mean([r[s]['seam'] for r in rows]):.3f}" for s in args.methods))
+
+
+def nd_overlap() -> int:
+    import napari_diffir as nd
+
+    return nd.get_restorer("diffir-denoise").info.tile_overlap
 
 
 def memory_child(mode: str, size: int, kw: dict, threads: int) -> dict:

@@ -145,7 +145,7 @@ class Execution:
             wsum[ys, xs] += tiling.weight(t)
             self.done = start_done + k + 1
             self.report(0.0, f"{self._where(n, gi)}tile {k + 1}/{len(tiling.tiles)}")
-        return (acc / wsum)[:, : h * s, : w * s]
+        return np.divide(acc, wsum, out=acc)[:, : h * s, : w * s]  # in place: one plane less in memory
 
     def tiling(self, h: int, w: int, tile: int) -> PlaneTiling:
         """The tiles of an (h, w) plane (aligned to the restorer's multiple) and their blending."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+
+# the user's own models folder must not leak into the tests (nor the tests' models into it)
+os.environ["NAPARI_DIFFIR_MODELS_DIR"] = tempfile.mkdtemp(prefix="napari-diffir-test-models-")
 
 from napari_diffir import registry
 

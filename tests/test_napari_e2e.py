@@ -30,7 +30,7 @@ def test_manifest_validates_imports_and_is_the_root_file():
     shipped = Path(napari_diffir.__file__).parent / "napari.yaml"
     assert shipped.read_bytes() == (ROOT / "napari.yaml").read_bytes()
     contributions = manifest.contributions
-    assert [w.display_name for w in contributions.widgets] == ["Restore"]
+    assert [w.display_name for w in contributions.widgets] == ["Restore", "Train"]
     assert {s.key for s in contributions.sample_data} == {"noisy_nuclei", "lowres_nuclei", "clean_nuclei"}
     filter_menu = contributions.menus["napari/layers/filter"]
     assert [item.command for item in filter_menu] == [contributions.widgets[0].command]

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import napari_diffir as nd
-from napari_diffir.napari._widget import HEADER, LOAD, RestoreWidget, shown
+from napari_diffir.napari._catalogue import HEADER, LOAD
+from napari_diffir.napari._form import shown
+from napari_diffir.napari._widget import RestoreWidget
 
 pytestmark = pytest.mark.gui
 
@@ -73,7 +75,7 @@ def test_restorer_picker_is_grouped_by_task_with_disabled_headers(viewer):
 
 def test_bundled_models_come_first_and_checkpoint_restorers_take_weights():
     from napari_diffir import RestorerInfo
-    from napari_diffir.napari._widget import restorer_choices, takes_weights
+    from napari_diffir.napari._catalogue import restorer_choices, takes_weights
 
     builtin = "napari-diffir (built-in)"
     infos = [

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_diffir.napari._widget import shown
+from napari_diffir.napari._form import shown
 
 pytestmark = pytest.mark.gui
 

@@ -1,6 +1,6 @@
 """napari-diffir: diffusion-based image restoration (DiffIR, SRDiff) for napari and Python.
 
-``restore`` is imported on first use, so that importing the package (e.g. when napari opens a
+``restore`` and ``export_bioimageio`` are imported on first use, so that importing the package (e.g. when napari opens a
 bundled sample or lists plugins) does not import torch.
 """
 
@@ -22,6 +22,7 @@ __all__ = [
     "RestorerInfo",
     "TileContext",
     "__version__",
+    "export_bioimageio",
     "get_restorer",
     "hookimpl",
     "hookspec",
@@ -35,4 +36,8 @@ def __getattr__(name: str) -> Any:
         from .engine import restore
 
         return restore
+    if name == "export_bioimageio":  # by name: the frontends' layer is above the engine that imports this
+        import importlib
+
+        return importlib.import_module(".bioimageio.export", __name__).export_bioimageio
     raise AttributeError(f"module 'napari_diffir' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""``napari-diffir`` command line: list, restore, info, train.
+"""``napari-diffir`` command line: list, restore, info, export, train.
 
 User errors (bad paths, bad options, unreadable checkpoints) and refusals of the environment
 (an ``OSError`` such as a full disk: the path and the reason) print one line and exit with code 2;
@@ -143,6 +143,13 @@ def _progress_bar(quiet: bool):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .restorers.bioimageio_package import is_package
+
+    if is_package(args.file):
+        from .bioimageio.describe import describe_package
+
+        print(describe_package(args.file))
+        return 0
     from .checkpoints import load_checkpoint
     from .routing import restorer_for_checkpoint
 
@@ -150,6 +157,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(loaded.summary())
     target = restorer_for_checkpoint(loaded.family, loaded.description.get("task"))
     print(f"  restorer: {target or 'none installed'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .bioimageio import export_bioimageio
+
+    out = export_bioimageio(args.model, args.output, seed=args.seed, options=_parse_options(args.option),
+                            license=args.license, torchscript=not args.no_torchscript, overwrite=args.overwrite)
+    print(f"wrote {out} (bioimage.io package; validated and tested with bioimageio.core)", file=sys.stderr)
     return 0
 
 
@@ -189,9 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
 
-    p = sub.add_parser("info", help="describe a checkpoint file")
+    p = sub.add_parser("info", help="describe a checkpoint file or a bioimage.io package")
     p.add_argument("file")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("export", help="write a model as a bioimage.io package (needs napari-diffir[bioimageio])")
+    p.add_argument("model", help="bundled model or restorer name (see `napari-diffir list`), or a checkpoint file")
+    p.add_argument("output", help="the package to write, OUT.zip")
+    p.add_argument("--seed", type=int, default=0, help="the seed the package fixes (default 0)")
+    p.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="restorer option, e.g. sampler=ddim")
+    p.add_argument("--license", default="BSD-3-Clause", help="SPDX licence of the weights (default BSD-3-Clause)")
+    p.add_argument("--no-torchscript", action="store_true", help="write pytorch_state_dict weights only")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    p.set_defaults(func=_cmd_export)
 
     try:
         from .training.cli import add_train_parser

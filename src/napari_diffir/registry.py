@@ -28,6 +28,8 @@ DEFAULT_PLUGINS = (
     "napari_diffir.restorers.diffir",
     "napari_diffir.restorers.srdiff",
     "napari_diffir.restorers.baselines",
+    "napari_diffir.restorers.bioimageio",
+    "napari_diffir.restorers.user",
 )
 
 __all__ = ["RestorerStartError", "UnknownRestorerError", "get_restorer", "list_restorers", "plugin_manager"]
@@ -108,6 +110,8 @@ def _entry_points():
 
 def _plugin_label(pm: pluggy.PluginManager, plugin: Any) -> str:
     name = pm.get_name(plugin) or repr(plugin)
+    if name.startswith("napari_diffir.") and getattr(plugin, "PLUGIN_LABEL", None):
+        return plugin.PLUGIN_LABEL  # a built-in that registers the user's own models
     if name.startswith("napari_diffir."):
         return "napari-diffir (built-in)"
     for p, dist in pm.list_plugin_distinfo():

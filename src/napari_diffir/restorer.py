@@ -160,6 +160,12 @@ class RestorerInfo:
     runs; the widget and the CLI route a loaded checkpoint of that family to it."""
     accepted_tasks: tuple[str, ...] = ()
     """Checkpoint tasks it runs, as the family's ``describe()`` names them; empty: every task."""
+    normalize: str | None = None
+    """The intensity normalisation the model itself prescribes (e.g. a bioimage.io package's
+    preprocessing), used instead of the settings' ``normalize``, which would feed it data it was
+    not made for; ``None``: the settings decide."""
+    percentiles: tuple[float, float] | None = None
+    """With ``normalize="percentile"``: the percentiles the model prescribes."""
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip() or " " in self.name:

@@ -24,7 +24,7 @@ from .tiling import PlaneTiling, Tile, pad_to, plane_tiling
 if TYPE_CHECKING:
     from .plan import Plan
 
-__all__ = ["Execution", "ProgressFn", "check_cancel", "execute", "finish", "needs_plane_statistics"]
+__all__ = ["Execution", "ProgressFn", "check_cancel", "execute", "finish", "needs_plane_statistics", "tile_seed"]
 
 ProgressFn = Callable[[float, int, str], None]
 
@@ -229,4 +229,10 @@ class Execution:
         """Distinct, reproducible seeds per plane and channel group (one field per 2-D image)."""
         if self.plan.plane_ids is not None:  # a block of a larger array: seed by the global plane
             plane = self.plan.plane_ids[plane]
-        return (self.plan.seed * 1_000_003 + plane * 7_919 + group) & 0x7FFFFFFF
+        return tile_seed(self.plan.seed, plane, group)
+
+
+def tile_seed(seed: int, plane: int = 0, group: int = 0) -> int:
+    """The seed a restorer's tiles get (``TileContext.seed``) for a run's ``seed``, a plane and a
+    channel group; exported bioimage.io packages fix it (plane 0, group 0)."""
+    return (seed * 1_000_003 + plane * 7_919 + group) & 0x7FFFFFFF

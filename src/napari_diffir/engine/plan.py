@@ -8,6 +8,7 @@ here and in :mod:`.check` only, so no frontend restates them.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from .normalize import Normalizer
 from .resolve import RestorerSpec, resolve_restorer
 from .settings import DEFAULTS, MIN_TILE, Problem, RestoreSettings
 
-__all__ = ["Plan", "auto_tile_size", "draw_seed", "is_lazy", "plan", "resolve_tile"]
+__all__ = ["Plan", "auto_tile_size", "draw_seed", "is_lazy", "plan", "resolve_tile", "round_halo"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def plan(
     else:
         instance, spec = build_restorer(restorer, settings, lazy)
     info = instance.info
+    settings = prescribed_normalization(settings, info)
     layout = Layout(axes_for(shape, settings.axes, settings.rgb), shape)
     if lazy:
         check_device_name(settings.device)
@@ -124,6 +126,14 @@ def plan(
         seed=_seed(settings.seed, info),
         output_dtype=settings.output_dtype_for(dtype), mask=mask, normalizer=normalizer,
     )
+
+
+def prescribed_normalization(settings: RestoreSettings, info: RestorerInfo) -> RestoreSettings:
+    """``settings`` with the normalisation the restorer prescribes (``info.normalize``), if any."""
+    if info.normalize is None:
+        return settings
+    return dataclasses.replace(settings, normalize=info.normalize,
+                               percentiles=info.percentiles or settings.percentiles)
 
 
 def build_restorer(restorer: str | Restorer, settings: RestoreSettings, lazy: bool):
@@ -157,6 +167,11 @@ def auto_tile_size(info: RestorerInfo, device) -> int:
     while tile > MIN_TILE and tile * tile * info.scale**2 * per_pixel > budget:
         tile //= 2
     return max(tile, MIN_TILE)
+
+
+def round_halo(overlap: int, multiple: int) -> int:
+    """``overlap`` rounded up to a multiple of the model's size multiple."""
+    return -(-int(overlap) // multiple) * multiple
 
 
 def draw_seed() -> int:

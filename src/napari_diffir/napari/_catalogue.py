@@ -243,8 +243,13 @@ def inspect_checkpoint(path: str, current: RestorerInfo | None, registered: dict
     that takes weights (it has its own format); the message never carries a traceback.
     """
     from ..checkpoints import CheckpointError, UnsupportedCheckpointError, load_checkpoint
+    from ..restorers.bioimageio_package import is_package
     from ..routing import restorer_for_checkpoint
 
+    if is_package(path):  # a bioimage.io package: weights of the 'bioimageio' restorer
+        from ._package import inspect_package
+
+        return inspect_package(path, registered)
     name = os.path.basename(path)
     try:
         loaded = load_checkpoint(path)

@@ -11,10 +11,12 @@ from collections.abc import Iterable
 
 from magicgui.widgets import CheckBox, ComboBox, Container, Label
 
-__all__ = ["ERROR_FRAME", "align_labels", "compact", "mark_invalid", "section", "text_line"]
+__all__ = ["ERROR_FRAME", "OK_STYLE", "align_labels", "compact", "mark_invalid", "section", "shown", "text_line"]
 
 ERROR_FRAME = "border: 1px solid #e0685f;"
 """The red frame of a field whose value cannot be used."""
+OK_STYLE = ""
+"""The status line's style when it reports no problem."""
 MIN_CHARS = 10
 """A picker is never narrower than this many characters; longer entries are cut with '…'."""
 
@@ -85,3 +87,8 @@ def mark_invalid(widget, invalid: bool) -> None:
     style = ERROR_FRAME if invalid else ""
     if native.styleSheet() != style:
         native.setStyleSheet(style)
+
+
+def shown(widget) -> bool:
+    """Whether a field is part of the form now (``visible`` is False until the dock is shown)."""
+    return not widget.native.isHidden()

@@ -10,6 +10,7 @@ float32 because their extreme values (e.g. 1/sqrt(alpha_bar) ~ 2000 at SRDiff's 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,8 +39,12 @@ def data_provenance(sources: list[str]) -> list[dict]:
     return out
 
 
-def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, half: bool = True) -> Path:
-    """Copy ``weights`` (and the card next to it) to ``dest/<name>.safetensors`` / ``.json``."""
+def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, half: bool = True,
+           extra: dict | None = None) -> Path:
+    """Copy ``weights`` (and the card next to it, updated with ``extra``) to
+    ``dest/<name>.safetensors`` / ``.json``. Both are written atomically, the card first, so a
+    folder that is being scanned (the user models folder) never shows weights without a card
+    or a half-written file."""
     from safetensors.torch import load_file, save_file
 
     from ..models.schedules import BUFFER_NAMES
@@ -52,8 +57,8 @@ def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, ha
         sd = {k: (v.half() if v.is_floating_point() and k.rsplit(".", 1)[-1] not in BUFFER_NAMES else v)
               for k, v in sd.items()}
     out = dest / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(out), metadata={"format": "pt", "name": name})
     card = json.loads(weights.with_suffix(".json").read_text())
+    card.update(extra or {})
     card["name"] = name
     # provenance of the earlier stage (DiffIR stage 1 / SRDiff RRDB pre-training) in the same card
     for key in ("s1", "rrdb"):
@@ -73,8 +78,20 @@ def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, ha
     card["data_provenance"] = data_provenance((card.get("data") or {}).get("sources", []))
     card["license"] = ("Weights: same license as napari-diffir. Training data (not redistributed): "
                        + "; ".join(f"{d['source']}: {d['license']}" for d in card["data_provenance"]))
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    _replace(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(card, indent=2)))
+    _replace(out, lambda tmp: save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp),
+                                        metadata={"format": "pt", "name": name}))
     return out
+
+
+def _replace(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_train_parser", "run_train", "prepare"]
+__all__ = ["add_train_parser", "parse_train_args", "prepare", "run_train", "train"]
 
 NEGATED_FLAGS = {"channels_last": "--no-channels-last"}
 DEFAULT_DATA = ["builtin:skimage", "builtin:nuclei", "builtin:timelapse", "builtin:synthetic"]
@@ -34,7 +34,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--degradation", default=None, choices=("denoise", "sr", "sr-noisy", "deblur"),
                    help="synthetic degradation preset (default: denoise for same-size, sr for x2/x4)")
     g.add_argument("--n-synthetic", type=int, default=24, help="synthetic fluorescence images to generate")
-    g.add_argument("--val-fraction", type=float, default=0.1, help="fraction of images held out for validation")
+    g.add_argument("--noise", default=None, metavar="MODEL",
+                   help="denoise with this noise model instead of the blind preset: gaussian:SIGMA or "
+                        "poisson-gaussian:PEAK,READ (in the units of the normalised [0, 1] image)")
+    g.add_argument("--noise-from", default=None, metavar="NOISY_IMAGE",
+                   help="denoise with the noise model estimated from this noisy image (Gaussian or Poisson-Gaussian)")
+    g.add_argument("--val-split", choices=("image", "plane", "region"), default="image",
+                   help="hold out whole images, whole planes of stacks, or a band of every plane for validation")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="fraction of images (planes, rows) held out for validation")
     g.add_argument("--val-count", type=int, default=16, help="validation patches (fixed)")
     g.add_argument("--patch-size", type=int, default=64, help="GT patch side in pixels")
     g = p.add_argument_group("loop")
@@ -137,8 +144,9 @@ def prepare(args: argparse.Namespace):
     """Validate everything and build ``(stage, sampler, val, loop_config, card)``; no training."""
 
     from . import data as D
-    from .degradations import Degradation
     from .loop import LoopConfig
+    from .sizes import input_multiple
+    from .splits import split
 
     if args.channels != 1:
         raise ValueError(f"Only single-channel training is implemented (--channels 1), but got {args.channels}")
@@ -147,6 +155,10 @@ def prepare(args: argparse.Namespace):
         raise ValueError(f"--workers must be >= 0, but got {args.workers}")
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError(f"--steps and --batch-size must be >= 1, but got {args.steps} and {args.batch_size}")
+    if args.val_count < 1:
+        raise ValueError(f"--val-count must be >= 1, but got {args.val_count}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise ValueError(f"--max-minutes must be positive, but got {args.max_minutes}")
     family = args.family
     if family == "diffir":
         from .diffir import DiffIRConfig
@@ -161,7 +173,7 @@ def prepare(args: argparse.Namespace):
                             num_refinement_blocks=args.refinement, heads=tuple(args.heads),
                             ffn_expansion_factor=args.ffn, LayerNorm_type=args.layernorm,
                             n_encoder_res=args.n_encoder_res, n_feats=args.n_feats)
-        lq_multiple = arch.multiple_of
+        lq_multiple = input_multiple("diffir", scale, str(args.stage))
         ema = 0.999 if args.ema is None else args.ema
         if args.stage == 2 and not (args.s1 or args.init):
             raise ValueError("DiffIR stage 2 needs the stage-1 checkpoint (--s1 RUN_DIR/best.safetensors) "
@@ -172,8 +184,7 @@ def prepare(args: argparse.Namespace):
         scale = args.scale
         arch = SRDiffConfig(scale=scale, channels=1, hidden=args.hidden, dim_mults=tuple(args.dim_mults),
                             rrdb_blocks=args.rrdb_blocks, rrdb_feat=args.rrdb_feat)
-        hr_multiple = 2 ** (len(arch.dim_mults) - 1)
-        lq_multiple = max(1, hr_multiple // scale) if args.stage == "diffusion" else 1
+        lq_multiple = input_multiple("srdiff", scale, args.stage, len(arch.dim_mults))
         ema = 0.0 if args.ema is None else args.ema
         if args.stage == "diffusion" and not args.rrdb:
             raise ValueError("SRDiff diffusion training needs the pre-trained RRDB: pass --rrdb RUN_DIR/best.safetensors")
@@ -182,24 +193,25 @@ def prepare(args: argparse.Namespace):
         raise ValueError(f"--patch-size {p} must be a multiple of {scale * lq_multiple} "
                          f"(scale {scale} x the model's input multiple {lq_multiple})")
 
-    degradation = Degradation.preset(args.degradation or ("denoise" if scale == 1 else "sr"), scale=scale)
-    if scale > 1 and degradation.scale != scale:
-        raise ValueError(f"degradation {args.degradation!r} is for same-size restoration; scale is {scale}")
+    degradation, noise = _degradation(args, scale)
     if args.paired:
         pairs = D.load_paired(args.paired[0], args.paired[1], scale=scale, min_size=p)
-        train_items, val_items = D.split_validation(pairs, args.val_fraction, args.seed)
+        train_items, val_items = split(pairs, args.val_split, args.val_fraction, args.seed, p, scale)
         sampler = D.PairedSampler([(a, b) for _, a, b in train_items], p, scale=scale)
         val_sampler = D.PairedSampler([(a, b) for _, a, b in val_items], p, scale=scale, augment=False)
-        data_card = {"paired": list(args.paired), "pairs": len(pairs), "train": len(train_items), "val": len(val_items)}
+        data_card = {"paired": list(args.paired), "pairs": len(pairs), "train": len(train_items), "val": len(val_items),
+                     "val_split": args.val_split, "val_images": [n for n, *_ in val_items]}
     else:
         sources = args.data or DEFAULT_DATA
         images = D.load_images(sources, min_size=p, n_synthetic=args.n_synthetic, seed=args.seed)
-        train_items, val_items = D.split_validation(images, args.val_fraction, args.seed)
+        train_items, val_items = split(images, args.val_split, args.val_fraction, args.seed, p)
         sampler = D.PatchSampler([a for _, a in train_items], p, degradation, scale=scale)
         val_sampler = D.PatchSampler([a for _, a in val_items], p, degradation, scale=scale, augment=False)
         data_card = {"sources": list(sources), "images": len(images), "train": len(train_items),
-                     "val_images": [n for n, _ in val_items], "degradation": degradation.to_dict(),
-                     "held_out_never_read": D.HELD_OUT}
+                     "val_split": args.val_split, "val_images": [n for n, _ in val_items],
+                     "degradation": degradation.to_dict(), "held_out_never_read": D.HELD_OUT}
+        if noise is not None:
+            data_card["noise_model"] = {"spec": noise.spec(), "what": noise.describe(), "from": args.noise_from}
     val = D.make_validation(val_sampler, args.val_count, args.seed)
     from .loop import psnr_ssim
 
@@ -263,6 +275,29 @@ def prepare(args: argparse.Namespace):
     if init_card is not None:
         card["initialised_from"] = init_card
     return stage, sampler, val, cfg, card
+
+
+def _degradation(args: argparse.Namespace, scale: int):
+    """The synthetic degradation of the clean images, and the fitted noise model if one is used."""
+    from .degradations import Degradation
+    from .noise_model import NoiseModel, estimate_noise_of
+
+    if args.noise and args.noise_from:
+        raise ValueError("Give --noise or --noise-from, not both")
+    if args.noise or args.noise_from:
+        if scale != 1 or args.paired or args.degradation not in (None, "denoise"):
+            raise ValueError("--noise/--noise-from set the noise of synthetic denoising (scale 1, no --paired, "
+                             f"--degradation denoise), but this run has scale {scale}"
+                             + (", --paired" if args.paired else "")
+                             + (f", --degradation {args.degradation}" if args.degradation else ""))
+        from .data import read_planes
+
+        noise = NoiseModel.parse(args.noise) if args.noise else estimate_noise_of(read_planes(args.noise_from))
+        return noise.degradation(), noise
+    degradation = Degradation.preset(args.degradation or ("denoise" if scale == 1 else "sr"), scale=scale)
+    if scale > 1 and degradation.scale != scale:
+        raise ValueError(f"degradation {args.degradation!r} is for same-size restoration; scale is {scale}")
+    return degradation, None
 
 
 def check_device(name: str) -> None:
@@ -331,8 +366,26 @@ def load_init_weights(net: Any, spec: str) -> dict:
     return info
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Handler of ``napari-diffir train``: prepare (fail fast), then run the loop."""
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are ValueErrors (for callers other than the shell)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ValueError(f"napari-diffir train: {message}")
+
+
+def parse_train_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``napari-diffir train`` arguments (``["diffir", "--stage", "2", ...]``) with the CLI's
+    own parser, so every frontend's run is a command the CLI can repeat (and resume)."""
+    parser = _Parser(prog="napari-diffir")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_train_parser(sub)
+    return parser.parse_args(["train", *map(str, argv)])
+
+
+def train(args: argparse.Namespace, *, progress: Any = None, cancel: Any = None, log: Any = None) -> dict:
+    """Check everything, then train one stage (resuming its run directory); the one path the CLI
+    and the napari widget share. Returns the final model card; raises
+    :class:`~napari_diffir.training.loop.TrainingCancelled` after checkpointing on ``cancel``."""
     from .loop import run_stage
 
     if args.threads:
@@ -341,9 +394,33 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     stage, sampler, val, cfg, card = prepare(args)
     n_params = sum(p.numel() for p in stage.parameters())
-    print(f"napari-diffir train: {card['name']} {card['variant']} ({n_params / 1e6:.2f}M trainable parameters), "
-          f"{card['data'].get('train')} training / {len(val[0])} validation samples -> {cfg.out_dir}", flush=True)
-    final = run_stage(stage, sampler, val, cfg, card)
+    (log or (lambda m: print(m, flush=True)))(
+        f"napari-diffir train: {card['name']} {card['variant']} ({n_params / 1e6:.2f}M trainable parameters), "
+        f"{card['data'].get('train')} training / {len(val[0])} validation samples -> {cfg.out_dir}")
+    return run_stage(stage, sampler, val, cfg, card, log=log, progress=progress, cancel=cancel)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``napari-diffir train``: prepare (fail fast), then run the loop. Ctrl-C cancels
+    at the end of the current step and writes the checkpoint, so the same command resumes."""
+    import signal
+    import sys
+    import threading
+
+    from .loop import TrainingCancelled
+
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        final = train(args, cancel=stop)
+    except TrainingCancelled as exc:
+        print(f"napari-diffir train: {exc}", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     print(json.dumps({"steps": final["training"]["steps"], "wall_time_s": final["training"]["wall_time_s"],
                       "best": final["validation"]["best"]}), flush=True)
     return 0

@@ -30,6 +30,7 @@ __all__ = [
     "resolve_sources",
     "split_validation",
     "synthetic_fluorescence",
+    "to_planes",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
@@ -80,7 +81,7 @@ def percentile_normalize(image: np.ndarray, percentiles=PERCENTILES) -> np.ndarr
 # --------------------------------------------------------------------------- reading files
 
 
-def _to_planes(array: np.ndarray, name: str) -> list[np.ndarray]:
+def to_planes(array: np.ndarray, name: str) -> list[np.ndarray]:
     """Split one file's array into 2-D grayscale planes (RGB -> luminance, stacks -> pages)."""
     a = np.asarray(array)
     if a.dtype == bool:
@@ -116,7 +117,7 @@ def read_planes(path: str | os.PathLike) -> list[np.ndarray]:
             array = iio.imread(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data error
         raise TrainingDataError(f"Cannot read training image {str(path)!r}: {exc}") from exc
-    return _to_planes(array, str(path))
+    return to_planes(array, str(path))
 
 
 def _files_in(path: Path) -> list[Path]:

@@ -67,7 +67,9 @@ class DiffIRConfig:
 
     @property
     def multiple_of(self) -> int:
-        return 8 * (4 // self.scale) if self.task == "sr" else 8
+        from .sizes import input_multiple
+
+        return input_multiple("diffir", self.scale if self.task == "sr" else 1, "")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -25,7 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EMA", "LoopConfig", "Stage", "evaluate", "load_card", "psnr_ssim", "run_stage", "save_weights", "train_step"]
+from ..engine.cancel import is_cancelled
+from .progress import TrainingBudgetError, TrainingCancelled, TrainingProgress
+
+__all__ = ["EMA", "LoopConfig", "Stage", "TrainingBudgetError", "TrainingCancelled", "TrainingProgress", "evaluate",
+           "load_card", "psnr_ssim", "run_stage", "save_weights", "train_step"]
 
 CARD_SUFFIX = ".json"
 
@@ -200,6 +204,8 @@ def run_stage(
     card: dict,
     *,
     log: Callable[[str], None] | None = None,
+    progress: Callable[[TrainingProgress], None] | None = None,
+    cancel: Any = None,
 ) -> dict:
     """Train ``stage`` for ``cfg.steps`` steps (or ``cfg.max_minutes``), resuming if possible.
 
@@ -207,8 +213,16 @@ def run_stage(
     ``best.safetensors`` (EMA weights with the best validation PSNR, exported for inference),
     ``optimizer.pt`` and ``state.json`` (step, wall time, validation history) for resuming,
     and ``log.jsonl``. Returns the final model card.
+
+    ``progress`` receives a :class:`TrainingProgress` after every step and validation.
+    ``cancel`` (an event with ``is_set()`` or a callable returning True) is looked at before
+    every step: the run then writes its checkpoint and raises :class:`TrainingCancelled`, so
+    the same configuration resumes it. A ``cfg.max_minutes`` shorter than one validation
+    raises :class:`TrainingBudgetError` before the first step.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise TrainingBudgetError(f"The time budget must be positive, but got {cfg.max_minutes} min")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -271,12 +285,19 @@ def run_stage(
         torch.save(opt.state_dict(), out / "optimizer.pt")
         _write_json(out / "state.json", asdict(state))
 
-    def validate() -> None:
+    def validate(budget_check: bool = False) -> None:
         eval_net = ema.net if ema is not None else net
         was_training = net.training
         net.eval()
+        started = time.time()
         metrics = evaluate(stage, eval_net, val, cfg.seed)
         net.train(was_training)
+        took = time.time() - started
+        if budget_check and cfg.max_minutes is not None and cfg.max_minutes * 60 < took:
+            raise TrainingBudgetError(
+                f"[{stage.name}] a time budget of {cfg.max_minutes * 60:.1f} s is too short to reach one validation: "
+                f"validating the {len(val[0])} validation patches takes {took:.1f} s here; give at least "
+                f"{math.ceil(took * 3)} s or use fewer validation patches")
         entry = {"step": state.step, **metrics}
         state.history.append(entry)
         improved = state.best is None or metrics["psnr"] > state.best["psnr"]
@@ -288,9 +309,31 @@ def run_stage(
         save_weights(exported, out / "final.safetensors", card_now("ema" if ema else "raw"))
         _append_log(out, {"event": "val", **entry, "wall_time_s": round(state.wall_time, 1)})
         log(f"[{stage.name}] step {state.step}: val PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}")
+        report("validation")
 
+    step_times: list[float] = []
+    last: dict = {"loss": None, "parts": {}, "lr": None}
+
+    def report(event: str) -> None:
+        if progress is None:
+            return
+        elapsed = time.time() - session_start
+        eta = None
+        if step_times:
+            per_step = float(np.mean(step_times[-20:]))
+            eta = per_step * max(0, cfg.steps - state.step)
+            if cfg.max_minutes is not None:
+                eta = min(eta, max(0.0, cfg.max_minutes * 60 - elapsed))
+        if event == "done":
+            eta = 0.0
+        progress(TrainingProgress(stage=stage.name, event=event, step=state.step, total=cfg.steps,
+                                  loss=last["loss"], parts=dict(last["parts"]), lr=last["lr"],
+                                  validation=state.history[-1] if state.history else None,
+                                  elapsed_s=round(elapsed, 3), eta_s=eta))
+
+    session_start = time.time()
     if state.step == 0 and not state.history:
-        validate()  # the untrained baseline, so the card shows how far training got
+        validate(budget_check=True)  # the untrained baseline, so the card shows how far training got
 
     bar = None
     if cfg.progress:
@@ -300,12 +343,21 @@ def run_stage(
                    mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
     net.train()
     last_ckpt = time.time()
-    session_start = time.time()
+    session_start = time.time()  # the budget counts training steps; the baseline validation comes on top
     base_wall = state.wall_time
     losses: list[float] = []
     start_step = state.step
     batches = _batches(sampler, cfg, start_step)
     while state.step < cfg.steps:
+        if is_cancelled(cancel):
+            batches.close()
+            if bar is not None:
+                bar.close()
+            checkpoint()
+            log(f"[{stage.name}] cancelled at step {state.step}; checkpoint written to {out}")
+            raise TrainingCancelled(
+                f"[{stage.name}] training cancelled at step {state.step} of {cfg.steps}; the checkpoint in "
+                f"{out} resumes it (run the same command or configuration again)", state.step, str(out))
         if cfg.max_minutes is not None and (time.time() - session_start) > cfg.max_minutes * 60:
             log(f"[{stage.name}] time budget of {cfg.max_minutes} min reached at step {state.step}")
             break
@@ -313,6 +365,7 @@ def run_stage(
             log(f"[{stage.name}] stopping after {cfg.stop_after} steps this session (step {state.step})")
             break
         step = state.step
+        step_started = time.time()
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         lq, gt = (t.to(device, non_blocking=True) for t in next(batches))
         if cfg.channels_last:
@@ -324,6 +377,9 @@ def run_stage(
         state.step += 1
         state.wall_time = base_wall + (time.time() - session_start)
         losses.append(loss.item())
+        step_times.append(time.time() - step_started)
+        last.update(loss=losses[-1], parts=logs, lr=lr)
+        report("step")
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{lr:.1e}", **{k: f"{v:.4f}" for k, v in logs.items()})
@@ -342,6 +398,7 @@ def run_stage(
         validate()
     checkpoint()
     final = card_now("ema" if ema else "raw")
+    report("done")
     log(f"[{stage.name}] done: {state.step} steps, {state.wall_time / 60:.1f} min, best {state.best}")
     return final
 

@@ -1,0 +1,96 @@
+"""Models the user trained (the napari Train widget, ``napari-diffir train``), registered like any restorer.
+
+A user model is a ``<name>.safetensors`` file with its JSON model card ``<name>.json`` (as
+:func:`napari_diffir.training.bundle.bundle` writes them) in the user models folder:
+``$NAPARI_DIFFIR_MODELS_DIR`` if set, else the platform's user data folder
+(``platformdirs.user_data_dir("napari-diffir")/models``, e.g. ``~/.local/share/napari-diffir/models``
+on Linux). Each becomes the generic DiffIR or SRDiff restorer with those weights, named by its
+card, so it shows in ``napari-diffir list`` and in the Restore widget. Only the cards are read
+here: registering stays free of torch. A card that cannot be used is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..hookspecs import hookimpl
+from .diffir import DiffIRRestorer
+from .srdiff import SRDiffRestorer
+
+__all__ = ["ENV_VAR", "PLUGIN_LABEL", "models_dir", "register_restorers", "restorer_for_card"]
+
+ENV_VAR = "NAPARI_DIFFIR_MODELS_DIR"
+PLUGIN_LABEL = "user models"
+"""The source these restorers show (``napari-diffir list``, the Restore widget)."""
+
+
+def models_dir() -> Path:
+    """The user models folder (not created here)."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    try:
+        from platformdirs import user_data_dir
+    except ImportError:  # platformdirs comes with napari; a bare install falls back to the XDG default
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "napari-diffir"
+    else:
+        base = Path(user_data_dir("napari-diffir", appauthor=False))
+    return base / "models"
+
+
+def restorer_for_card(card: dict[str, Any], weights: Path) -> type:
+    """A restorer class for the model described by ``card`` whose weights are ``weights``."""
+    name = str(card.get("name") or weights.stem)
+    family, scale = card.get("family"), int(card.get("scale") or 1)
+    trained = card.get("training") or {}
+    what = (f"Your model, trained by napari-diffir ({trained.get('steps', '?')} steps, "
+            f"{float(trained.get('wall_time_s') or 0) / 60:.1f} min)")
+    best = (card.get("validation") or {}).get("best") or {}
+    if best.get("psnr") is not None:
+        what += f"; validation PSNR {best['psnr']:.2f} dB"
+    what += f". Model card: {weights.with_suffix('.json')}"
+    common = dict(name=name, in_channels=1, description=what, weights_policy="optional", bundled_weights=str(weights))
+    if family == "diffir":
+        task = "super-resolution" if scale > 1 else str(card.get("task") or "denoise")
+        kind = f"x{scale}" if scale > 1 else task
+        info = DiffIRRestorer.info.replace(
+            display_name=f"{name} (DiffIR {kind}, your model)", task=task, scale=scale,
+            accepted_tasks=("sr",) if scale > 1 else ("deblur",), **common)
+        return type(f"UserDiffIR_{name}", (DiffIRRestorer,), {"info": info, "__doc__": what})
+    if family == "srdiff":
+        info = SRDiffRestorer.info.replace(display_name=f"{name} (SRDiff x{scale}, your model)", scale=scale, **common)
+        return type(f"UserSRDiff_{name}", (SRDiffRestorer,), {"info": info, "__doc__": what})
+    raise ValueError(f"model card family must be 'diffir' or 'srdiff', but got {family!r}")
+
+
+def _user_models(folder: Path) -> list[tuple[dict, Path]]:
+    found = []
+    for weights in sorted(folder.glob("*.safetensors")):
+        card_path = weights.with_suffix(".json")
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"user model {weights} is skipped: its model card {card_path.name} cannot be read ({exc})",
+                          UserWarning, stacklevel=3)
+            continue
+        found.append((card, weights))
+    return found
+
+
+@hookimpl
+def register_restorers(register):
+    """Register every model in the user models folder (nothing if the folder does not exist)."""
+    folder = models_dir()
+    if not folder.is_dir():
+        return
+    for card, weights in _user_models(folder):
+        try:
+            cls = restorer_for_card(card, weights)
+        except ValueError as exc:
+            warnings.warn(f"user model {weights} is skipped: {exc}", UserWarning, stacklevel=2)
+            continue
+        register(cls)

@@ -85,9 +85,10 @@ def _record_block(shape: tuple[int, ...]) -> None:
 
 
 def block_stats() -> dict[str, Any]:
-    """What this process has restored: ``blocks``, ``max_block_elements`` (input block incl.
-    halo), ``max_block_shape``, ``models_loaded`` and ``pid``. Lets tests and users check that
-    no worker ever held more than one block (``client.run(block_stats)`` on a cluster)."""
+    """What this process has restored: ``blocks`` (tile tasks), ``max_block_elements`` and
+    ``max_block_shape`` (the largest input tile a task read), ``models_loaded`` and ``pid``.
+    Lets tests and users check that no worker ever held more than one tile's input
+    (``client.run(block_stats)`` on a cluster)."""
     with _stats_lock:
         out = {"pid": os.getpid(), "blocks": 0, "max_block_elements": 0, "max_block_shape": None,
                "models_loaded": 0}

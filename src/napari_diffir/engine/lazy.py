@@ -182,8 +182,7 @@ class _Grid:
 
     def loops(self):
         """Chunk indices along every axis but Y and X (C is one chunk)."""
-        dims = [range(len(c)) if d not in (self.yi, self.xi) else range(1) for d, c in enumerate(self.chunks)]
-        yield from np.ndindex(*[len(r) for r in dims])
+        yield from np.ndindex(*[1 if d in (self.yi, self.xi) else len(c) for d, c in enumerate(self.chunks)])
 
     def spans(self, axis: int) -> list[tuple[int, int]]:
         st = self.starts[axis]

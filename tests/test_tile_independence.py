@@ -1,14 +1,12 @@
 """Plane-wise DiffIR: a tiled restoration with one plane's statistics equals the untiled one.
 
 Random tiny nets of every variant (SR x4/x2/x1, deblur, inpainting with and without the dual-pixel
-skip) check the values exactly; the bundled denoiser on ``camera`` checks that no seams remain.
+skip) check the values exactly; tests/test_chunk_independence.py checks through the engine that
+the bundled denoiser leaves no seams on a real sample.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,8 +17,6 @@ from napari_diffir.models.diffir.plane_cells import Cells, walk
 from napari_diffir.models.diffir.planewise import prepare_plane, receptive_radius, restore_tile_with
 
 from .test_models_diffir import tiny
-
-BUNDLED = Path(__file__).parents[1] / "src" / "napari_diffir" / "restorers" / "weights" / "diffir-denoise.safetensors"
 
 VARIANTS = {
     "sr4": dict(task="sr", scale=4),
@@ -198,51 +194,3 @@ def test_inputs_are_checked():
         restore_tile_with(net, plane[..., :64, :64], state, (8, 0))
     with pytest.raises(TypeError, match="stage-2"):
         prepare_plane(tiny(__import__("napari_diffir").models.diffir.DiffIRS1), plane)
-
-
-# -- seams on a real image ---------------------------------------------------------------------
-
-
-def _border_excess(image: np.ndarray, core: int) -> float:
-    """Gradient energy across the tile borders (every ``core`` pixels) over that of the three
-    line pairs on each side of them (inside the tiles), averaged over borders and both axes."""
-    ratios = []
-    for axis in (0, 1):
-        steps = (np.diff(image, axis=axis) ** 2).mean(axis=1 - axis)  # steps[i]: line i -> i + 1
-        for b in range(core - 1, steps.size, core):
-            ratios.append(steps[b] / np.r_[steps[b - 3:b], steps[b + 1:b + 4]].mean())
-    return float(np.mean(ratios))
-
-
-@pytest.mark.slow
-def test_no_seams_on_camera_with_the_bundled_denoiser():
-    """Tiles of a real image show no extra gradient energy across their borders with plane
-    statistics, and do with today's per-tile prior and attention.
-
-    ``camera`` at sigma 25, tiles of 128 px cut with a 32 px halo and only their cores kept (no
-    blending to hide a seam). The border figure is divided by the untiled output's own (same
-    lines, same content), so 1.0 means no seam. Each method is compared with its own untiled
-    output: with ``passes=1`` the whole plane differs slightly from the plain forward (its deeper
-    layers' maps are summed from compute cells that used their own first-pass maps).
-    """
-    skimage = pytest.importorskip("skimage")
-    from napari_diffir.checkpoints import load_checkpoint
-    from napari_diffir.engine.normalize import fit_normalizer
-
-    model = load_checkpoint(BUNDLED).model.eval().requires_grad_(False)
-    clean = skimage.data.camera().astype(np.float32) / 255
-    noisy = clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape).astype(np.float32)
-    x = torch.from_numpy(fit_normalizer(noisy[None, None]).forward(noisy[None]))[None]
-    noise = torch.randn(1, model.ipr_dim, generator=torch.Generator().manual_seed(0))
-    core, halo = 128, 32
-    with torch.inference_mode():
-        untiled = model.restore(x, noise=noise)
-        state = prepare_plane(model, x, noise=noise, passes=1)
-        whole = restore_tile_with(model, x, state)
-        new = _stitched(lambda t, o: restore_tile_with(model, t, state, o), x, core, halo, 1)
-        old = _stitched(lambda t, o: model.restore(t, noise=noise), x, core, halo, 1)
-    new_excess = _border_excess(new[0, 0].numpy(), core) / _border_excess(whole[0, 0].numpy(), core)
-    old_excess = _border_excess(old[0, 0].numpy(), core) / _border_excess(untiled[0, 0].numpy(), core)
-    assert abs(new_excess - 1) < 0.01, new_excess
-    assert old_excess > 1.03, old_excess
-    assert (new - whole).abs().max() < 0.02 < (old - untiled).abs().max()

@@ -1,9 +1,9 @@
 """A real dask.distributed LocalCluster (2 worker processes, CPU) restoring a Zarr volume.
 
-Checks that the distributed result equals the single-process one, that the work is spread over
-both workers, that each worker loads the model once, and that no worker ever held the whole
-array: every block a task restored and every result a worker kept in memory is measured on the
-workers themselves (the engine's block statistics and a worker plugin).
+Checks that the distributed result equals the single-process and the in-memory ones, that the
+work is spread over both workers, that each worker loads the model once, and that no worker ever
+held the whole array: every tile a task restored and every result a worker kept in memory is
+measured on the workers themselves (the engine's block statistics and a worker plugin).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ distributed = pytest.importorskip("distributed")
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import tests/
 
 SHAPE, CHUNKS = (2, 96, 96), (1, 48, 48)
-N_BLOCKS = 2 * 2 * 2
+N_BLOCKS = 2 * 2 * 2  # output chunks
+TILE = 48  # tiles at 0, 40 and 48 along Y and X with an 8-pixel overlap: 9 per plane
+N_TILES = 2 * 3 * 3
 
 
 class HeldBytes(distributed.WorkerPlugin):
@@ -85,8 +87,8 @@ def _tiny_checkpoints(folder):
 
 
 def _models():
-    small = {"tile_overlap": 8}  # a narrow halo keeps the models' blocks (and the test) small
-    cases = [("lanczos", None, {}), ("diffir", "tiny", small), ("srdiff", "tiny", {"steps": 2, **small})]
+    small = {"tile_overlap": 8, "tile_size": TILE}  # small tiles keep the tasks (and the test) small
+    cases = [("lanczos", None, {"tile_size": TILE}), ("diffir", "tiny", small), ("srdiff", "tiny", {"steps": 2, **small})]
     bundled = [i.name for i in list_restorers() if i.weights and i.source == "napari-diffir (built-in)"]
     cases += [(name, None, small) for name in bundled[:1]]  # a bundled model once one ships
     return cases
@@ -97,7 +99,8 @@ def _models():
 def test_cluster_result_equals_one_process_and_no_worker_holds_the_array(
     client, volume, tmp_path, name, weights, kwargs
 ):
-    """Distributed == synchronous, both workers work, one model load each, blocks stay small."""
+    """Distributed == synchronous == in memory, both workers work, one model load each, tasks
+    hold one tile each."""
     path, img = volume
     if weights == "tiny":
         weights = _tiny_checkpoints(tmp_path)[name]
@@ -108,13 +111,12 @@ def test_cluster_result_equals_one_process_and_no_worker_holds_the_array(
     got = _gather_blockwise(client, graph)
     expected = graph.compute(scheduler="sync")
     np.testing.assert_allclose(got, expected, rtol=0, atol=4000 * 1e-5)
-    if name == "lanczos":  # a local baseline also equals the in-memory, untiled result
-        np.testing.assert_allclose(got, restore(img, "lanczos", axes="ZYX", tile_size=None), atol=1e-2)
+    in_memory = restore(img, name, weights=weights, axes="ZYX", seed=5, **kwargs)
+    np.testing.assert_allclose(got, in_memory, rtol=0, atol=4000 * 1e-4)  # 1e-4 of the range
 
     stats = client.run(lazy.block_stats)
-    halo = graph_halo(name, weights, kwargs.get("tile_overlap"))
-    per_block = (CHUNKS[1] + 2 * halo) * (CHUNKS[2] + 2 * halo)
-    assert sum(s["blocks"] for s in stats.values()) == N_BLOCKS
+    per_block = TILE * TILE
+    assert sum(s["blocks"] for s in stats.values()) == N_TILES
     assert all(s["blocks"] > 0 for s in stats.values()), stats  # both workers restored blocks
     assert all(s["models_loaded"] <= 1 for s in stats.values()), stats  # once per process
     assert all(0 < s["max_block_elements"] <= per_block < img.size for s in stats.values()), stats
@@ -135,24 +137,19 @@ def _gather_blockwise(client, graph) -> np.ndarray:
     return np.block(parts.tolist())
 
 
-def graph_halo(name, weights, overlap=None) -> int:
-    r = lazy.cached_restorer(lazy.RestorerSpec.of(name, weights, None))
-    m = r.info.multiple_of
-    return -(-(r.info.tile_overlap if overlap is None else overlap) // m) * m
-
-
 @pytest.mark.slow
 def test_streaming_to_ome_zarr_through_a_scheduler_address(client, volume, tmp_path):
     """`--scheduler tcp://...`: the file is restored by the cluster's workers, chunk by chunk."""
     path, img = volume
     client.run(_reset)
     out = str(tmp_path / "out.ome.zarr")
-    result = restore_file(path, out, "lanczos", chunk=48, scheduler=client.scheduler.address, progress=False)
+    result = restore_file(path, out, "lanczos", chunk=48, scheduler=client.scheduler.address, progress=False,
+                          tile_size=TILE, tile_overlap=8)
     assert result.chunks_computed == N_BLOCKS
     got = zarr.open_array(out + "/0", mode="r")[:]
-    np.testing.assert_allclose(got, restore(img, "lanczos", axes="ZYX", tile_size=None), atol=1e-2)
+    np.testing.assert_allclose(got, restore(img, "lanczos", axes="ZYX", tile_size=TILE, tile_overlap=8), atol=1e-2)
     stats = client.run(lazy.block_stats)
-    assert sum(s["blocks"] for s in stats.values()) == N_BLOCKS and all(s["blocks"] for s in stats.values())
+    assert sum(s["blocks"] for s in stats.values()) == N_TILES and all(s["blocks"] for s in stats.values())
     held = client.run(_largest_held)
     assert all(b < got.nbytes / 4 for b in held.values())
 
@@ -163,6 +160,7 @@ def test_an_active_client_is_used_when_no_scheduler_is_named(client, volume, tmp
     path, _ = volume
     client.run(_reset)
     with client.as_current():
-        restore_file(path, str(tmp_path / "o.ome.zarr"), "lanczos", chunk=48, progress=False)
+        restore_file(path, str(tmp_path / "o.ome.zarr"), "lanczos", chunk=48, progress=False,
+                     tile_size=TILE, tile_overlap=8)
     stats = client.run(lazy.block_stats)
-    assert sum(s["blocks"] for s in stats.values()) == N_BLOCKS
+    assert sum(s["blocks"] for s in stats.values()) == N_TILES

@@ -180,8 +180,8 @@ def test_cli_streams_zarr_and_explains_bad_input(tmp_path, tiff_in, capsys, monk
     msg = error(["restore", str(tmp_path / "nope.zarr"), str(tmp_path / "o.ome.zarr"), "-r", "lanczos", "-q"])
     assert msg.startswith("napari-diffir restore: error: Input") and "does not exist (no such Zarr store)" in msg
     assert "\n" not in msg
-    msg = error(["restore", src, str(tmp_path / "o.ome.zarr"), "-r", "lanczos", "--chunk", "4", "-q"])
-    assert "smaller than the halo of 8 pixels" in msg
+    msg = error(["restore", src, str(tmp_path / "o.ome.zarr"), "-r", "lanczos", "--chunk", "0", "-q"])
+    assert "chunk must be a positive integer, but got 0" in msg
     msg = error(["restore", src, str(tmp_path / "o.ome.zarr"), "-r", "lanczos", "--scheduler", "gpu-cluster", "-q"])
     assert "Unknown scheduler 'gpu-cluster'" in msg
     import napari_diffir.batch.executors as scheduler

@@ -1,4 +1,4 @@
-"""The dask path: block-wise restoration with halos equals the in-memory result, lazily."""
+"""The dask path: the in-memory run's tiles as dask tasks, equal to the in-memory result at any chunking."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_result_is_lazy_and_chunks_scale_with_the_restorer():
 
 @pytest.mark.parametrize("chunks", [(1, 40, 40), (2, 48, 32), (1, 33, 90), (3, 70, 90)])
 def test_lanczos_sr_blocks_equal_the_whole_image(chunks):
-    """Blocks with halos give exactly the untiled in-memory result (boundary 'none' at edges)."""
+    """Any chunking gives exactly the untiled in-memory result (one tile per plane here)."""
     img = _stack((3, 101, 93))
     ref = restore(img, "lanczos", axes="ZYX", tile_size=None)
     out = restore(da.from_array(img, chunks=chunks), "lanczos", axes="ZYX").compute(scheduler="sync")
@@ -96,7 +96,7 @@ def test_normaliser_is_fitted_on_the_same_sample_as_in_memory(shape, axes, chunk
     img = np.random.default_rng(3).gamma(2.0, 300.0, shape).astype(np.float32)
     layout = Layout(axes, shape)
     x = da.from_array(img, chunks=chunks)
-    x = x.rechunk(lazy.plan_chunks(x.chunks, layout, 0))
+    x = x.rechunk(lazy.plan_chunks(x.chunks, layout))
     for mode in ("percentile", "minmax"):
         got = lazy.fit_normalizer_dask(x, layout, mode, (1.0, 99.8))
         want = fit_normalizer(layout.to_work(img), mode, (1.0, 99.8))
@@ -122,7 +122,7 @@ def test_channels_are_merged_and_restored_like_in_memory():
 
 
 def test_mask_follows_the_blocks():
-    """An inpainting mask (Y, X) is cut into the same blocks (with halo) as the image."""
+    """An inpainting mask (Y, X) is cut into the same tiles as the image."""
     img = _stack((2, 60, 70))
     mask = np.zeros((60, 70), bool)
     mask[10:50:7, 5:65:3] = True
@@ -135,29 +135,28 @@ def test_mask_follows_the_blocks():
         restore(da.from_array(img, chunks=(1, 24, 24)), MaskFill(), axes="ZYX", mask=np.ones((5, 5)))
 
 
-def test_model_is_built_once_per_process_not_per_block():
-    """A named restorer is rebuilt from its spec once per process and reused by every block."""
+def test_model_is_built_once_per_process_and_each_task_holds_one_tile():
+    """A named restorer is rebuilt from its spec once per process; each task reads one tile."""
     lazy._cache.clear()
     lazy.reset_block_stats()
     x = da.from_array(_stack((2, 80, 80)), chunks=(1, 20, 20))
-    out = restore(x, "lanczos", axes="ZYX", options={"scale": 3})
+    out = restore(x, "lanczos", axes="ZYX", options={"scale": 3}, tile_size=32)
     out.compute(scheduler="threads")
     stats = lazy.block_stats()
-    assert stats["blocks"] == 2 * 4 * 4
+    assert stats["blocks"] == 2 * 3 * 3  # tiles at 0, 24, 48 (overlap 8) on each axis, per plane
     assert stats["models_loaded"] == 1
-    assert stats["max_block_shape"] == (1, 36, 36)  # a chunk plus an 8-pixel halo on both sides
+    assert stats["max_block_shape"] == (1, 32, 32)
     assert len(lazy._cache) == 1
 
 
-def test_chunks_smaller_than_the_halo_are_refused_with_the_fix():
-    """A chunk smaller than the halo raises naming the sizes; a small last chunk is merged."""
+def test_any_chunking_gives_the_tiled_in_memory_result():
+    """Chunks do not decide the tiles: tiny, uneven chunks equal the in-memory tiled run."""
     img = _stack((1, 100, 100))
-    with pytest.raises(ValueError, match=r"Y chunks of the input \(6, 6, .*smaller than the halo of 8 "
-                                         r"pixels that 'lanczos' needs.*--chunk"):
-        restore(da.from_array(img, chunks=(1, 6, 50)), "lanczos", axes="ZYX")
-    out = restore(da.from_array(img, chunks=(1, 48, 48)), "lanczos", axes="ZYX")  # 48, 48, 4
-    assert out.chunks[1] == (96, 104)
-    _close(out.compute(), restore(img, "lanczos", axes="ZYX", tile_size=None))
+    ref = restore(img, ConvNet(), axes="ZYX", tile_size=48)
+    for chunks in [(1, 6, 50), (1, 48, 48), (1, 100, 7)]:
+        out = restore(da.from_array(img, chunks=chunks), ConvNet(), axes="ZYX", tile_size=48)
+        assert out.chunks[1:] == da.from_array(img, chunks=chunks).chunks[1:]
+        _close(out.compute(), ref)
 
 
 def test_bad_input_is_explained_before_anything_runs():

@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="inpainting mask TIFF (Y, X), nonzero = pixels to fill")
     p.add_argument("--output-dtype", help="float32 (default), 'input' or a numpy dtype name")
     p.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="restorer option")
-    p.add_argument("--chunk", type=int, help="stream block by block with blocks of this many pixels "
-                   "(Y/X; default for Zarr/streaming: the tile size minus the halo)")
+    p.add_argument("--chunk", type=int, help="stream block by block with output blocks of this many "
+                   "pixels (Y/X; default for Zarr/streaming: the tile size)")
     p.add_argument("--scheduler", help="stream with dask: threads (default), processes, local[:N] or "
                    "tcp://host:port of a dask.distributed scheduler")
     p.add_argument("--workers", type=int, help="worker threads/processes for --scheduler")

@@ -221,6 +221,8 @@ class TileContext:
     mask: torch.Tensor | None = None
     step_callback: Callable[[int, int], None] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    plane: Any = None
+    """What :meth:`Restorer.prepare_plane` returned for the plane this tile belongs to."""
 
     def step(self, done: int, total: int) -> None:
         """Report ``done`` of ``total`` sampling steps; raises RestorationCancelled on cancel."""
@@ -273,6 +275,18 @@ class Restorer(abc.ABC):
     @abc.abstractmethod
     def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
         """Restore a float32 batch ``(B, C, H, W)`` in [0, 1] to ``(B, C_out, H*scale, W*scale)``."""
+
+    def prepare_plane(self, x: torch.Tensor, ctx: TileContext) -> Any:
+        """Statistics of a whole ``(1, C, H, W)`` image plane that all its tiles share.
+
+        When a plane takes more than one tile, the engine calls it once per plane (and channel
+        group) before that plane's tiles, with
+        the plane padded as for tiling and ``ctx`` as for one tile covering it (its mask, seed,
+        origin (0, 0)), and hands the result to every :meth:`restore_tile` as ``ctx.plane``, so
+        a model with image-wide statistics (DiffIR's prior and attention) restores a tile as it
+        would the whole plane. The default, ``None``: a tile needs nothing beyond itself.
+        """
+        return None
 
     def metadata(self) -> dict:
         """What the output records about this restorer (name, weights, options)."""

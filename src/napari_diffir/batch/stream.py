@@ -1,8 +1,9 @@
 """``restore_file``: restore a TIFF or (OME-)Zarr chunk by chunk into an OME-Zarr or TIFF.
 
-Memory stays bounded by a few blocks per worker: the input is read lazily, each block (one chunk
-plus its halo) is restored by a dask task that writes its result straight into the output Zarr
-and returns only its index. The run works in ``OUTPUT.partial/``; a progress manifest there
+Memory stays bounded by a few tiles per worker: the input is read lazily, each tile is restored
+by a dask task (the in-memory run's tiles, whatever the chunks), and each output block, summed
+from the tiles that overlap it, is written by a task straight into the output Zarr that returns
+only its index. The run works in ``OUTPUT.partial/``; a progress manifest there
 records each finished block (after its data is fully written, atomically), so an interrupted run
 resumes where it stopped without trusting a half-written chunk. On success the partial folder is
 renamed to OUTPUT (Zarr) or converted band by band to a TIFF written under a temporary name and
@@ -30,7 +31,7 @@ from ..engine.check import check
 from ..engine.device import local_device
 from ..engine.lazy import fit_normalizer_dask
 from ..engine.normalize import Normalizer
-from ..engine.plan import Plan, build_restorer, plan, resolve_tile, round_halo
+from ..engine.plan import Plan, build_restorer, plan, resolve_tile
 from ..engine.result import Result
 from ..engine.run import run
 from ..engine.settings import DEFAULTS, RestoreSettings, from_text
@@ -111,8 +112,9 @@ def restore_file(
 
     :param settings: how to restore (a :class:`~napari_diffir.engine.settings.RestoreSettings`);
         keywords of :func:`napari_diffir.restore` (``weights=``, ``seed=``, ...) replace its fields.
-    :param chunk: Y/X side of a processing block in input pixels (default: the tile size minus
-        twice the halo, so one block is one model call).
+    :param chunk: Y/X side of an output block in input pixels (default: the tile size). The
+        tiles are the in-memory run's whatever the blocks; a block is done when the tiles that
+        overlap it are.
     :param scheduler: ``threads`` (default), ``processes``, ``synchronous``, ``local[:N]`` or a
         ``tcp://`` address (see :mod:`napari_diffir.batch.executors`).
     :param resume: continue an interrupted run with the same settings (default); ``False``
@@ -200,8 +202,8 @@ def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) 
         raise ValueError("TIFF cannot store the S (samples) axis; write an OME-Zarr output instead")
     settings = dataclasses.replace(settings, axes=ax)
 
-    # the blocks are sized from the tile and the halo, so those are decided first (and checked:
-    # a block size is never computed from a setting the plan would refuse)
+    # the blocks are sized from the tile, so it is decided first (and checked: a block size is
+    # never computed from a setting the plan would refuse)
     info = build_restorer(restorer, settings, lazy=True)[0].info
     if info.standardize_output is not None:
         raise ValueError(
@@ -212,12 +214,11 @@ def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) 
     if problems:
         raise ValueError(str(problems[0]))
     tile = resolve_tile(settings.tile_size, info, layout.yx, local_device(settings.device))
-    m = info.multiple_of
-    halo = round_halo(info.tile_overlap if settings.tile_overlap is None else settings.tile_overlap, m)
-    # tile_size=None (no tiling) still streams: blocks of at most 1024 pixels, each restored whole
-    chunk = _chunk_size(chunk, min(tile, 1024) if settings.tile_size is None else tile, halo, m)
+    if settings.tile_size is None:  # no tiling still streams: tiles of at most 1024 pixels
+        tile = min(tile, 1024)
+    chunk = _chunk_size(chunk, tile, info.multiple_of)
     x = source.data.rechunk({i: 1 if a in LOOP_AXES else chunk if a in "YX" else -1 for i, a in enumerate(ax)})
-    engine = plan(x, restorer, dataclasses.replace(settings, tile_size=tile, tile_overlap=halo))
+    engine = plan(x, restorer, dataclasses.replace(settings, tile_size=tile))
 
     name = info.name if isinstance(restorer, Restorer) else str(restorer)
     who = type(restorer).__qualname__ if isinstance(restorer, Restorer) else None
@@ -227,7 +228,7 @@ def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) 
         "input": src, "input_identity": _identity(src), "input_shape": list(layout.shape),
         "input_dtype": str(x.dtype), "axes": ax, "restorer": name, "restorer_class": who,
         "weights": _weights_identity(settings.weights), "options": sorted((settings.options or {}).items()),
-        "scale": info.scale, "chunks": [list(c) for c in engine.data.chunks], "halo": engine.halo,
+        "scale": info.scale, "chunks": [list(c) for c in engine.data.chunks], "tile_overlap": engine.overlap,
         "tile_size": engine.tile, "steps": settings.steps, "precision": settings.precision,
         "normalize": settings.normalize, "percentiles": list(settings.percentiles),
         "output_dtype": str(engine.result_dtype), "format": kind,
@@ -261,11 +262,9 @@ def _start(job: _StreamPlan) -> Manifest:
     return manifest
 
 
-def _chunk_size(chunk, tile: int, halo: int, m: int) -> int:
-    if chunk is None:
-        # one block (chunk + halo on both sides) fills one tile: one model call per block
-        chunk = max(tile - 2 * halo, halo, 32)
-        return max(m, chunk // m * m)
+def _chunk_size(chunk, tile: int, m: int) -> int:
+    if chunk is None:  # blocks of one tile: each needs the few tiles that overlap it
+        return max(m, tile // m * m)
     if isinstance(chunk, str):
         try:
             chunk = int(chunk)

@@ -14,28 +14,47 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..restorer import RestorationCancelled, TileContext
+from ..restorer import RestorationCancelled, Restorer, TileContext
 from .cancel import call_cancellable, check_cancel
 from .device import autocast, is_out_of_memory
 from .normalize import fit_normalizer, to_dtype, working_dtype
 from .settings import MIN_TILE
 from .standardize import standardize
-from .tiling import Tile, blend_weight, make_tiles, pad_to, padded_size
+from .tiling import PlaneTiling, Tile, pad_to, plane_tiling
 
 if TYPE_CHECKING:
     from .plan import Plan
 
-__all__ = ["ProgressFn", "check_cancel", "execute", "tile_seed"]
+__all__ = ["Execution", "ProgressFn", "check_cancel", "execute", "finish", "needs_plane_statistics", "tile_seed"]
 
 ProgressFn = Callable[[float, int, str], None]
 
 
 def execute(plan: Plan, progress: ProgressFn | None = None, cancel: Any = None) -> np.ndarray:
     """The restored array of an in-memory plan, in the input's axes."""
-    return _Execution(plan, progress, cancel).run()
+    return Execution(plan, progress, cancel).run()
 
 
-class _Execution:
+def finish(plan: Plan, out_work: np.ndarray, norm, layout) -> np.ndarray:
+    """A restored (N, C_out, Y*s, X*s) working array back in ``layout``'s axes, intensities and
+    the output dtype (``out_work`` is consumed)."""
+    final = np.empty(out_work.shape, working_dtype(plan.output_dtype))
+    for n in range(out_work.shape[0]):
+        final[n] = norm.inverse(out_work[n], final.dtype) if plan.info.inverse_output else out_work[n]
+    del out_work
+    out = layout.from_work(final, plan.channels.out_channels, plan.info.scale)
+    if plan.output_dtype is not None:
+        out = to_dtype(out, plan.output_dtype)
+    return np.ascontiguousarray(out)
+
+
+def needs_plane_statistics(restorer: Any, tiling: PlaneTiling) -> bool:
+    """Whether a tiled run computes ``restorer``'s statistics of each whole plane first
+    (:meth:`Restorer.prepare_plane`); one tile covering the plane computes them itself."""
+    return len(tiling.tiles) > 1 and type(restorer).prepare_plane is not Restorer.prepare_plane
+
+
+class Execution:
     """One run of a plan: the progress count and the normaliser shared by its tiles."""
 
     def __init__(self, plan: Plan, progress: ProgressFn | None, cancel: Any) -> None:
@@ -62,7 +81,7 @@ class _Execution:
         s = self.info.scale
         out_work = np.empty((n_planes, p.channels.out_channels, h * s, w * s), np.float32)
         p.restorer.to(p.device)
-        self.total = n_planes * len(groups) * len(self._plane_tiles(h, w, p.tile)[2])
+        self.total = n_planes * len(groups) * len(self.tiling(h, w, p.tile).tiles)
         check_cancel(self.cancel)
         self.report(0.0, "starting")
         for n in range(n_planes):
@@ -74,16 +93,9 @@ class _Execution:
                     res = res.mean(axis=0, keepdims=True)
                 out_work[n, group.outputs] = res
         check_cancel(self.cancel)
-        if self.info.standardize_output is not None and p.image_yx is None:  # a dask block: the graph does it
+        if self.info.standardize_output is not None:  # whole-output statistics (a dask graph applies its own)
             standardize(out_work, self.info.standardize_output)
-        final = np.empty(out_work.shape, working_dtype(p.output_dtype))
-        for n in range(n_planes):
-            final[n] = norm.inverse(out_work[n], final.dtype) if self.info.inverse_output else out_work[n]
-        del out_work
-        out = layout.from_work(final, p.channels.out_channels, s)
-        if p.output_dtype is not None:
-            out = to_dtype(out, p.output_dtype)
-        return np.ascontiguousarray(out)
+        return finish(p, out_work, norm, layout)
 
     def report(self, frac: float, message: str) -> None:
         if self.progress is not None:
@@ -115,34 +127,54 @@ class _Execution:
 
     def _tiled(self, x: np.ndarray, mask, tile: int, n: int, gi: int) -> np.ndarray:
         """Pad the plane once to the restorer's multiple, restore aligned tiles, blend, crop back."""
+        p = self.plan
         s = self.info.scale
         _, h, w = x.shape
-        ph, pw, tiles, overlap = self._plane_tiles(h, w, tile)
-        xp = pad_to(torch.from_numpy(np.ascontiguousarray(x))[None], ph, pw)[0].numpy()
+        tiling = self.tiling(h, w, tile)
+        xp = pad_to(torch.from_numpy(np.ascontiguousarray(x))[None], tiling.ph, tiling.pw)[0].numpy()
         mp = None
         if mask is not None:
-            mp = pad_to(torch.from_numpy(np.ascontiguousarray(mask))[None, None], ph, pw)[0, 0].numpy()
-        acc = np.zeros((self.plan.channels.group_out, ph * s, pw * s), np.float32)
-        wsum = np.zeros((ph * s, pw * s), np.float32)
+            mp = pad_to(torch.from_numpy(np.ascontiguousarray(mask))[None, None], tiling.ph, tiling.pw)[0, 0].numpy()
+        state = self.prepare(xp, mp, n, gi) if needs_plane_statistics(p.restorer, tiling) else None
+        acc = np.zeros((self.plan.channels.group_out, tiling.ph * s, tiling.pw * s), np.float32)
+        wsum = np.zeros((tiling.ph * s, tiling.pw * s), np.float32)
         start_done = self.done
-        for k, t in enumerate(tiles):
+        for k, t in enumerate(tiling.tiles):
             check_cancel(self.cancel)
-            out = self._run_tile(xp, mp, t, ph, pw, n, gi, k, len(tiles))
-            wt = blend_weight(t, ph, pw, overlap, s) if len(tiles) > 1 else np.ones(out.shape[-2:], np.float32)
-            ys, xs = slice(t.y0 * s, (t.y0 + t.h) * s), slice(t.x0 * s, (t.x0 + t.w) * s)
-            acc[:, ys, xs] += out * wt
-            wsum[ys, xs] += wt
+            region = xp[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]
+            m = None if mp is None else mp[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]
+            ys, xs = t.output_slices(s)
+            acc[:, ys, xs] += self.weighted_tile(region, m, t, tiling, n, gi, state, k)
+            wsum[ys, xs] += tiling.weight(t)
             self.done = start_done + k + 1
-            self.report(0.0, f"{self._where(n, gi)}tile {k + 1}/{len(tiles)}")
-        return (acc / wsum)[:, : h * s, : w * s]
+            self.report(0.0, f"{self._where(n, gi)}tile {k + 1}/{len(tiling.tiles)}")
+        return np.divide(acc, wsum, out=acc)[:, : h * s, : w * s]  # in place: one plane less in memory
 
-    def _plane_tiles(self, h: int, w: int, tile: int) -> tuple[int, int, list[Tile], int]:
-        """Padded plane size, its tiles (aligned to the restorer's multiple) and the overlap."""
-        m = self.info.multiple_of
-        ph, pw = padded_size(h, m, self.info.min_size), padded_size(w, m, self.info.min_size)
-        tile = max(padded_size(self.info.min_size, m, 1), min(tile, max(ph, pw)) // m * m)
-        overlap = min(self.plan.overlap, tile // 2)
-        return ph, pw, make_tiles(ph, pw, tile, overlap, align=m), overlap
+    def tiling(self, h: int, w: int, tile: int) -> PlaneTiling:
+        """The tiles of an (h, w) plane (aligned to the restorer's multiple) and their blending."""
+        i = self.info
+        return plane_tiling(h, w, tile, self.plan.overlap, i.multiple_of, i.min_size, i.scale)
+
+    def prepare(self, xp: np.ndarray, mp: np.ndarray | None, n: int, gi: int) -> Any:
+        """The restorer's statistics of the whole padded (C, ph, pw) plane (``None`` for most)."""
+        p = self.plan
+        check_cancel(self.cancel)
+        self.report(0.0, f"{self._where(n, gi)}plane statistics")
+        inp = torch.from_numpy(np.ascontiguousarray(xp))[None].to(p.device)
+        mask_t = None if mp is None else torch.from_numpy(np.ascontiguousarray(mp))[None, None].to(p.device)
+        ctx = TileContext(steps=p.settings.steps, seed=self._seed_for(n, gi), image_shape=tuple(xp.shape[-2:]),
+                          scale=self.info.scale, mask=mask_t, step_callback=lambda *_: check_cancel(self.cancel))
+
+        def call():
+            with torch.inference_mode(), autocast(p.device, p.settings.precision):
+                return p.restorer.prepare_plane(inp, ctx)
+
+        return call_cancellable(call, self.cancel)
+
+    def weighted_tile(self, region: np.ndarray, mask, t: Tile, tiling: PlaneTiling, n: int, gi: int,
+                      state: Any, k: int = 0) -> np.ndarray:
+        """Tile ``t`` of the padded plane (its pixels ``region``) restored, times its blend weight."""
+        return self._run_tile(region, mask, t, tiling, n, gi, state, k) * tiling.weight(t)
 
     def _where(self, n: int, gi: int) -> str:
         """'plane 2/5, channel 1/3, ' prefix for progress messages of nD/multichannel data."""
@@ -156,25 +188,25 @@ class _Execution:
             parts.append(f"channel {gi + 1}/{groups}")
         return ", ".join(parts) + (", " if parts else "")
 
-    def _run_tile(self, x, mask, t: Tile, h: int, w: int, n: int, gi: int, k: int, n_tiles: int) -> np.ndarray:
+    def _run_tile(self, region: np.ndarray, mask, t: Tile, tiling: PlaneTiling, n: int, gi: int,
+                  state: Any, k: int) -> np.ndarray:
         p = self.plan
         s = self.info.scale
-        region = np.ascontiguousarray(x[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w])
-        inp = torch.from_numpy(region).unsqueeze(0).to(p.device)
+        n_tiles = len(tiling.tiles)
+        inp = torch.from_numpy(np.ascontiguousarray(region)).unsqueeze(0).to(p.device)
         mask_t = None
         if mask is not None:
-            m = np.ascontiguousarray(mask[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w])
-            mask_t = torch.from_numpy(m)[None, None].to(p.device)
+            mask_t = torch.from_numpy(np.ascontiguousarray(mask))[None, None].to(p.device)
 
         def on_step(done: int, total: int) -> None:
             check_cancel(self.cancel)
             self.report(done / max(total, 1), f"{self._where(n, gi)}tile {k + 1}/{n_tiles}, step {done}/{total}")
 
-        oy, ox = p.origin  # a dask block's place in the whole image (0, 0 otherwise)
         ctx = TileContext(
-            steps=p.settings.steps, seed=self._seed_for(n, gi), origin=(oy + t.y0, ox + t.x0),
-            image_shape=p.image_yx or (h, w), scale=s, mask=mask_t, step_callback=on_step,
+            steps=p.settings.steps, seed=self._seed_for(n, gi), origin=(t.y0, t.x0),
+            image_shape=(tiling.ph, tiling.pw), scale=s, mask=mask_t, step_callback=on_step, plane=state,
         )
+
         def call():
             with torch.inference_mode(), autocast(p.device, p.precision):
                 return p.restorer.restore_tile(inp, ctx)

@@ -1,19 +1,21 @@
-"""Restoration of dask arrays: one lazy graph of blocks with halos, each restored by the engine.
+"""Restoration of dask arrays: the in-memory run's tiles, one dask task each, whatever the chunks.
 
 ``restore(dask_array, ...)`` plans as for any array, then :func:`graph` builds the dask graph of
-the plan. The whole array is never loaded: every Y/X chunk is
-restored on its own together with a halo of ``tile_overlap`` pixels taken from its neighbours
-(``map_overlap`` for same-size restorers; ``overlap`` + ``map_blocks`` with chunks scaled by the
-restorer's factor + ``trim_internal`` for super-resolution). At the image border no halo is
-invented (``boundary="none"``), so a block sees exactly the edge the in-memory run sees.
+the plan. The tiling is decided from the whole plane (:func:`~.tiling.plane_tiling`), exactly
+as in memory, so the input's chunks only decide how the output is cut: each tile is one task
+that reads the input chunks it overlaps and returns its restored pixels times their blend
+weight; each output chunk sums the tiles that overlap it and divides by their weights. A
+restorer with statistics of the whole plane (:meth:`Restorer.prepare_plane`, DiffIR) gets one
+more task per plane chunk that computes them, which its tiles share. The whole array is never
+loaded: a tile task holds one tile, a statistics task the plane chunk it reads.
 
-Blocks agree with the in-memory result because everything global is decided once, up front:
-the per-channel normaliser (percentiles of the same strided sample ``fit_normalizer`` uses), the
-seed, and each block's place in the image (its (y, x) offset and global plane numbers), which
-stochastic restorers use to cut their tile from one image-wide noise field.
+Results equal the in-memory ones because everything is decided once, up front: the tiles and
+their weights, the per-channel normaliser (percentiles of the same strided sample
+``fit_normalizer`` uses), the seed and each plane's global number (its seeds), and stochastic
+restorers cut their noise from one image-wide field at each tile's place.
 
 Workers rebuild a named restorer from (name, weights, options) and keep it in a per-process
-cache, so a model is loaded once per worker process, not once per chunk.
+cache, so a model is loaded once per worker process, not once per task.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from ..restorer import Restorer
 from .axes import LOOP_AXES, Layout
 from .check import check_finite
 from .device import resolve_device
-from .execute import execute
+from .execute import Execution, finish, needs_plane_statistics
 from .mask import work_mask
 from .normalize import (
     Normalizer,
@@ -44,14 +47,12 @@ from .normalize import (
 )
 from .resolve import RestorerSpec
 from .standardize import standardize_lazy
+from .tiling import PlaneTiling, pad_to, plane_tiling
 
 if TYPE_CHECKING:
     from .plan import Plan
 
 __all__ = ["block_stats", "cached_restorer", "graph", "plan_chunks", "reset_block_stats"]
-
-MIN_BLOCK = 4
-"""Smallest block side the engine accepts (a chunk must also be at least the halo)."""
 
 _SAMPLE_LIMIT = inspect.signature(_subsample).parameters["limit"].default
 
@@ -93,9 +94,10 @@ def _record_block(shape: tuple[int, ...]) -> None:
 
 
 def block_stats() -> dict[str, Any]:
-    """What this process has restored: ``blocks``, ``max_block_elements`` (input block incl.
-    halo), ``max_block_shape``, ``models_loaded`` and ``pid``. Lets tests and users check that
-    no worker ever held more than one block (``client.run(block_stats)`` on a cluster)."""
+    """What this process has restored: ``blocks`` (tile tasks), ``max_block_elements`` and
+    ``max_block_shape`` (the largest input tile a task read), ``models_loaded`` and ``pid``.
+    Lets tests and users check that no worker ever held more than one tile's input
+    (``client.run(block_stats)`` on a cluster)."""
     with _stats_lock:
         out = {"pid": os.getpid(), "blocks": 0, "max_block_elements": 0, "max_block_shape": None,
                "models_loaded": 0}
@@ -117,15 +119,18 @@ def graph(plan: Plan):
     normaliser's statistics, when the plan has none: percentiles from a bounded strided sample,
     or the exact mean/std from every chunk).
 
-    Y/X chunks of ``plan.data`` are the processing blocks: each is restored with a halo of
-    ``plan.halo`` pixels and split further into ``plan.tile`` tiles if larger.
+    Output chunks are ``plan.data``'s, scaled by the restorer's factor along Y and X (C in one
+    chunk of the output channels).
     """
-    x, layout = plan.data, plan.layout
+    import dask
+    import dask.array as da
+
+    x, layout, info = plan.data, plan.layout, plan.info
     norm = plan.normalizer
     if norm is None:
         norm = fit_normalizer_dask(x, layout, plan.settings.normalize, plan.settings.percentiles)
     problem = norm.representable_problem(x.dtype, plan.output_dtype)
-    if problem is not None:  # before any block runs
+    if problem is not None:  # before any task runs
         raise ValueError(problem)
     eps = plan.info.standardize_output
     # with a whole-output statistic to apply, blocks give float intensities and the cast comes last
@@ -133,8 +138,42 @@ def graph(plan: Plan):
     template = dataclasses.replace(
         plan, data=None, mask=None, normalizer=norm, restorer=plan.restorer if plan.spec is None else None,
         output_dtype=output_dtype)
-    fn = _BlockTask(template, tuple(x.chunks))
-    y = _block_graph(fn, plan, x, template.result_dtype)
+    h, w = layout.yx
+    tiling = plane_tiling(h, w, plan.tile, plan.overlap, info.multiple_of, info.min_size, info.scale)
+    ax = layout.axes
+    yi, xi = ax.index("Y"), ax.index("X")
+    grid = _Grid(x.chunks, yi, xi)
+    blocks = x.to_delayed()
+    masks = None if plan.mask is None else plan.mask.to_delayed()
+    name = f"napari-diffir-{_token(template, x, plan.mask, tiling)}"
+    states = needs_plane_statistics(plan.restorer, tiling)
+    dtype = template.result_dtype
+    out = np.empty(blocks.shape, dtype=object)
+    for loop in grid.loops():
+        key = "-".join(map(str, loop))
+        ids = grid.plane_ids(loop, layout)
+        state = None
+        if states:
+            whole = ((0, h), (0, w))
+            state = dask.delayed(_PlaneTask(template, tiling, ids), pure=False)(
+                grid.parts(blocks, loop, *whole), grid.parts(masks, loop, *whole),
+                dask_key_name=f"{name}-plane-{key}")
+        pieces = {}
+        for k, t in enumerate(tiling.tiles):
+            cut = ((t.y0, min(t.y0 + t.h, h)), (t.x0, min(t.x0 + t.w, w)))
+            pieces[k] = dask.delayed(_TileTask(template, tiling, k, ids), pure=False)(
+                grid.parts(blocks, loop, *cut), grid.parts(masks, loop, *cut), state,
+                dask_key_name=f"{name}-tile-{key}-{k}")
+        for iy, (cy0, cy1) in enumerate(grid.spans(yi)):
+            for ix, (cx0, cx1) in enumerate(grid.spans(xi)):
+                touching = tiling.touching(cy0, cy1, cx0, cx1)
+                index = grid.index(loop, iy, ix)
+                shape = grid.block_shape(index, layout, plan.channels.out_channels, info.scale)
+                task = _ChunkTask(template, tiling, touching, (cy0, cy1, cx0, cx1), grid.block_input_shape(index))
+                value = dask.delayed(task, pure=False)(
+                    [pieces[k] for k in touching], dask_key_name=f"{name}-chunk-{key}-{iy}-{ix}")
+                out[index] = da.from_delayed(value, shape, dtype=dtype, meta=np.empty((0,) * x.ndim, dtype))
+    y = da.block(out.tolist())
     if eps is None:
         return y
     y = standardize_lazy(y, layout, norm, eps, plan.channels.out_channels)
@@ -143,130 +182,202 @@ def graph(plan: Plan):
     return y.map_blocks(to_dtype, plan.output_dtype, dtype=plan.output_dtype)
 
 
-def _block_graph(fn: _BlockTask, plan: Plan, x, dtype: np.dtype):
-    """Every block restored with its halo, as one lazy array."""
-    import dask.array as da
+def _token(template: Plan, x, mask, tiling) -> str:
+    from dask.base import tokenize
 
-    layout, s = plan.layout, plan.info.scale
-    ax = layout.axes
-    yi, xi = ax.index("Y"), ax.index("X")
-    halo = plan.halo
-    depth = {yi: halo, xi: halo}
-    mask = plan.mask
-    arrays = [x] if mask is None else [x, mask]
-    meta = np.empty((0,) * x.ndim, dtype)
-    out_channels = plan.channels.out_channels
-    name = f"napari-diffir-{fn.token(x, mask)}"
-    if s == 1 and ("C" not in ax or out_channels == layout.channels):
-        return da.map_overlap(
-            fn, *arrays, depth=depth, boundary="none", trim=True, dtype=dtype, meta=meta,
-            allow_rechunk=False, name=name,
-        )
-    expanded = [da.overlap.overlap(a, depth=depth, boundary="none", allow_rechunk=False) for a in arrays]
-    out_chunks = []
-    for a, chunks in zip(ax, expanded[0].chunks):
-        if a in "YX":
-            out_chunks.append(tuple(c * s for c in chunks))
-        elif a == "C":
-            out_chunks.append((out_channels,))
-        else:
-            out_chunks.append(chunks)
-    y = da.map_blocks(fn, *expanded, chunks=tuple(out_chunks), dtype=dtype, meta=meta, name=name)
-    return da.overlap.trim_internal(y, {yi: halo * s, xi: halo * s}, boundary="none")
+    # a named restorer is fully described by its spec; an instance's state can change between
+    # calls, so its graphs are never shared (no stale results from dask caches)
+    who = template.spec if template.spec is not None else ("instance", uuid.uuid4().hex)
+    params = repr(dataclasses.replace(template, restorer=None, spec=None))
+    return tokenize(x.name, None if mask is None else mask.name, who, params, x.chunks, tiling)
 
 
-def plan_chunks(
-    chunks: tuple, layout: Layout, halo: int, name: str = "the restorer", multiple: int = 1
-) -> tuple:
-    """Chunks to process, from the input's.
+class _Grid:
+    """The input's chunk grid: which chunks a region needs, where each chunk starts."""
 
-    C goes into one chunk. Y/X chunk boundaries are moved to multiples of ``multiple`` (the
-    model's size multiple), so every block is padded and tiled exactly like the whole image
-    there. A last Y/X chunk smaller than the halo joins its neighbour; any other chunk smaller
-    than the halo is an error that names the fix.
-    """
-    out = []
-    for a, c in zip(layout.axes, chunks):
-        c = tuple(int(n) for n in c)
-        if a == "C":
-            c = (sum(c),)
-        elif a in "YX" and len(c) > 1:
-            if any(n % multiple for n in c[:-1]):
-                c = _regular(sum(c), -(-c[0] // multiple) * multiple)
-            need = max(halo, MIN_BLOCK)
-            if len(c) > 1 and c[-1] < need:
-                c = c[:-2] + (c[-2] + c[-1],)
-            if len(c) > 1 and min(c) < need:
-                raise ValueError(
-                    f"The {a} chunks of the input ({_fmt_chunks(c)}) are smaller than the halo of "
-                    f"{halo} pixels that {name!r} needs around each block (tile_overlap); rechunk "
-                    f"to at least {need} pixels along {a} (e.g. --chunk {max(need, 256)} on the "
-                    f"command line, or data.rechunk(...)), or pass a smaller tile_overlap"
-                )
-        out.append(c)
-    return tuple(out)
-
-
-def _regular(length: int, size: int) -> tuple[int, ...]:
-    return tuple(min(size, length - i) for i in range(0, length, size))
-
-
-def _fmt_chunks(c: tuple[int, ...]) -> str:
-    return ", ".join(map(str, c)) if len(c) <= 6 else f"{c[0]}, {c[1]}, ..., {c[-1]}"
-
-
-class _BlockTask:
-    """The task run on every block: place it in the image, restore it with the engine."""
-
-    def __init__(self, plan: Plan, chunks: tuple) -> None:
-        self.plan = plan
-        """The whole image's plan, without its data (and without a named restorer's instance)."""
+    def __init__(self, chunks: tuple, yi: int, xi: int) -> None:
         self.chunks = chunks
+        self.yi, self.xi = yi, xi
+        self.starts = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in chunks]
 
-    def token(self, x, mask) -> str:
-        from dask.base import tokenize
+    def loops(self):
+        """Chunk indices along every axis but Y and X (C is one chunk)."""
+        yield from np.ndindex(*[1 if d in (self.yi, self.xi) else len(c) for d, c in enumerate(self.chunks)])
 
-        # a named restorer is fully described by its spec; an instance's state can change
-        # between calls, so its graphs are never shared (no stale results from dask caches)
-        p = self.plan
-        who = p.spec if p.spec is not None else ("instance", uuid.uuid4().hex)
-        params = repr(dataclasses.replace(p, restorer=None, spec=None))
-        return tokenize(x.name, None if mask is None else mask.name, who, params, self.chunks)
+    def spans(self, axis: int) -> list[tuple[int, int]]:
+        st = self.starts[axis]
+        return [(int(st[i]), int(st[i + 1])) for i in range(len(st) - 1)]
 
-    def __call__(self, block: np.ndarray, mask: np.ndarray | None = None, block_id=None) -> np.ndarray:
-        _record_block(block.shape)
-        p = self.plan
-        check_finite(block)
-        restorer = p.restorer if p.spec is None else cached_restorer(p.spec, p.device)
-        offsets = self._offsets(block_id)
-        ax = p.layout.axes
-        layout = Layout(ax, tuple(int(n) for n in block.shape))
-        if mask is not None:
-            mask = work_mask(mask[(slice(None),) * ax.index("C") + (0,)] if "C" in ax else mask, layout)
-        return execute(dataclasses.replace(
-            p, data=block, layout=layout, restorer=restorer, device=resolve_device(p.device), mask=mask,
-            origin=(offsets[ax.index("Y")], offsets[ax.index("X")]),
-            plane_ids=self._plane_ids(block.shape, offsets), image_yx=p.layout.yx,
-        ))
+    def index(self, loop, iy: int, ix: int) -> tuple[int, ...]:
+        idx = list(loop)
+        idx[self.yi], idx[self.xi] = iy, ix
+        return tuple(idx)
 
-    def _offsets(self, block_id) -> list[int]:
-        """Global start of this (halo-extended) block along every axis."""
-        offsets = []
-        for a, chunks, i in zip(self.plan.layout.axes, self.chunks, block_id):
-            start = int(sum(chunks[:i]))
-            if a in "YX" and i > 0:
-                start -= self.plan.halo
-            offsets.append(start)
-        return offsets
+    def _range(self, axis: int, a: int, b: int) -> range:
+        st = self.starts[axis]
+        return range(int(np.searchsorted(st, a, "right")) - 1, int(np.searchsorted(st, b, "left")))
 
-    def _plane_ids(self, shape, offsets) -> tuple[int, ...]:
-        """Global plane number (as in the in-memory run) of each plane of the block."""
-        loops = [i for i, a in enumerate(self.plan.layout.axes) if a in LOOP_AXES]
+    def parts(self, blocks, loop, rows: tuple[int, int], cols: tuple[int, int]):
+        """The chunks of ``blocks`` (nested Y, X lists) covering ``rows`` and ``cols`` (input
+        pixel ranges), with the (y, x) start of the first one; None for no blocks."""
+        if blocks is None:
+            return None
+        rows, cols = self._range(self.yi, *rows), self._range(self.xi, *cols)
+        nested = [[blocks[self.index(loop, i, j)] for j in cols] for i in rows]
+        return nested, (int(self.starts[self.yi][rows[0]]), int(self.starts[self.xi][cols[0]]))
+
+    def block_input_shape(self, index) -> tuple[int, ...]:
+        return tuple(int(c[i]) for c, i in zip(self.chunks, index))
+
+    def block_shape(self, index, layout: Layout, channels: int, scale: int) -> tuple[int, ...]:
+        """The output block's shape: the input chunk's, Y/X times ``scale``, C = ``channels``."""
+        shape = list(self.block_input_shape(index))
+        shape[self.yi] *= scale
+        shape[self.xi] *= scale
+        if "C" in layout.axes:
+            shape[layout.axes.index("C")] = channels
+        return tuple(shape)
+
+    def plane_ids(self, loop, layout: Layout) -> tuple[int, ...]:
+        """Global plane number (as in the in-memory run) of each plane of a loop chunk."""
+        loops = [i for i, a in enumerate(layout.axes) if a in LOOP_AXES]
         if not loops:
             return (0,)
-        local = np.indices([shape[i] for i in loops]).reshape(len(loops), -1)
-        glob = local + np.array([offsets[i] for i in loops])[:, None]
-        return tuple(np.ravel_multi_index(tuple(glob), self.plan.layout.loop_shape).tolist())
+        sizes = [int(self.chunks[i][loop[i]]) for i in loops]
+        local = np.indices(sizes).reshape(len(loops), -1)
+        glob = local + np.array([int(self.starts[i][loop[i]]) for i in loops])[:, None]
+        return tuple(np.ravel_multi_index(tuple(glob), layout.loop_shape).tolist())
+
+
+def plan_chunks(chunks: tuple, layout: Layout) -> tuple:
+    """Chunks to process, from the input's: C goes into one chunk (a tile needs all channels);
+    the others stay as they are (the tiles do not depend on them)."""
+    return tuple((sum(int(n) for n in c),) if a == "C" else tuple(int(n) for n in c)
+                 for a, c in zip(layout.axes, chunks))
+
+
+def _join(parts, yi: int, xi: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The array of nested (Y, X) chunk lists, and the (y, x) start of its first chunk."""
+    nested, start = parts
+    rows = [np.concatenate([np.asarray(b) for b in row], axis=xi) for row in nested]
+    return np.concatenate(rows, axis=yi), start
+
+
+class _Task:
+    """What the graph's tasks share: the whole image's plan (without its data and without a
+    named restorer's instance), its tiling, and a worker-side engine for one region."""
+
+    def __init__(self, plan: Plan, tiling: PlaneTiling) -> None:
+        self.plan = plan
+        self.tiling = tiling
+
+    def _region(self, parts, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        ax = self.plan.layout.axes
+        yi, xi = ax.index("Y"), ax.index("X")
+        data, (oy, ox) = _join(parts, yi, xi)
+        index = [slice(None)] * data.ndim
+        index[yi], index[xi] = slice(rows[0] - oy, rows[1] - oy), slice(cols[0] - ox, cols[1] - ox)
+        return data[tuple(index)]
+
+    def _engine(self, region: np.ndarray, plane_ids: tuple[int, ...]) -> Execution:
+        p = self.plan
+        restorer = p.restorer if p.spec is None else cached_restorer(p.spec, p.device)
+        device = resolve_device(p.device)
+        restorer.to(device)
+        layout = Layout(p.layout.axes, tuple(int(n) for n in region.shape))
+        return Execution(dataclasses.replace(p, layout=layout, restorer=restorer, device=device,
+                                             plane_ids=plane_ids), None, None)
+
+    def _mask(self, parts, rows, cols, layout: Layout) -> np.ndarray | None:
+        if parts is None:
+            return None
+        m = self._region(parts, rows, cols)
+        ax = layout.axes
+        return work_mask(m[(slice(None),) * ax.index("C") + (0,)] if "C" in ax else m, layout)
+
+    def _pad(self, a: np.ndarray, h: int, w: int) -> np.ndarray:
+        """``a`` (..., y, x) padded at the bottom/right to (h, w) as the whole plane is padded."""
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        lead = t.shape[:-2]
+        t = t.reshape(1, -1, *t.shape[-2:])
+        return pad_to(t, h, w, self.tiling.pad_mode()).reshape(*lead, h, w).numpy()
+
+
+class _PlaneTask(_Task):
+    """Each plane's restorer statistics (:meth:`Restorer.prepare_plane`), per channel group."""
+
+    def __init__(self, plan: Plan, tiling: PlaneTiling, plane_ids: tuple[int, ...]) -> None:
+        super().__init__(plan, tiling)
+        self.plane_ids = plane_ids
+
+    def __call__(self, parts, mask_parts) -> list[list[Any]]:
+        tl = self.tiling
+        region = self._region(parts, (0, tl.h), (0, tl.w))
+        check_finite(region)
+        engine = self._engine(region, self.plane_ids)
+        layout = engine.plan.layout
+        work, mask = layout.to_work(region), self._mask(mask_parts, (0, tl.h), (0, tl.w), layout)
+        groups = engine.plan.channels.groups
+        states = []
+        for n in range(work.shape[0]):
+            plane = self._pad(self.plan.normalizer.forward(np.asarray(work[n])), tl.ph, tl.pw)
+            m = None if mask is None else self._pad(mask[n if mask.shape[0] > 1 else 0], tl.ph, tl.pw)
+            states.append([engine.prepare(plane[g.inputs], m, n, gi) for gi, g in enumerate(groups)])
+        return states
+
+
+class _TileTask(_Task):
+    """One tile of every plane of a plane chunk, restored and times its blend weight:
+    (N, C_out, h*s, w*s) in the working layout."""
+
+    def __init__(self, plan: Plan, tiling: PlaneTiling, k: int, plane_ids: tuple[int, ...]) -> None:
+        super().__init__(plan, tiling)
+        self.k, self.plane_ids = k, plane_ids
+
+    def __call__(self, parts, mask_parts, states) -> np.ndarray:
+        tl, t = self.tiling, self.tiling.tiles[self.k]
+        rows, cols = (t.y0, min(t.y0 + t.h, tl.h)), (t.x0, min(t.x0 + t.w, tl.w))
+        region = self._region(parts, rows, cols)
+        _record_block(region.shape)
+        check_finite(region)
+        engine = self._engine(region, self.plane_ids)
+        p = engine.plan
+        work, mask = p.layout.to_work(region), self._mask(mask_parts, rows, cols, p.layout)
+        s = tl.scale
+        piece = np.empty((work.shape[0], p.channels.out_channels, t.h * s, t.w * s), np.float32)
+        for n in range(work.shape[0]):
+            plane = self._pad(p.normalizer.forward(np.asarray(work[n])), t.h, t.w)
+            m = None if mask is None else self._pad(mask[n if mask.shape[0] > 1 else 0], t.h, t.w)
+            for gi, group in enumerate(p.channels.groups):
+                state = None if states is None else states[n][gi]
+                out = engine.weighted_tile(plane[group.inputs], m, t, tl, n, gi, state, self.k)
+                piece[n, group.outputs] = out.mean(axis=0, keepdims=True) if group.average else out
+        return piece
+
+
+class _ChunkTask(_Task):
+    """One output chunk: the weighted tiles that overlap it, summed and divided by their weights."""
+
+    def __init__(self, plan: Plan, tiling: PlaneTiling, touching: list[int], core, input_shape) -> None:
+        super().__init__(plan, tiling)
+        self.touching, self.core, self.input_shape = touching, core, input_shape
+
+    def __call__(self, pieces) -> np.ndarray:
+        cy0, cy1, cx0, cx1 = self.core
+        s = self.tiling.scale
+        n, c = pieces[0].shape[:2]
+        acc = np.zeros((n, c, (cy1 - cy0) * s, (cx1 - cx0) * s), np.float32)
+        wsum = np.zeros(acc.shape[-2:], np.float32)
+        for k, piece in zip(self.touching, pieces, strict=True):
+            t = self.tiling.tiles[k]
+            a0, a1 = max(t.y0, cy0), min(t.y0 + t.h, cy1)
+            b0, b1 = max(t.x0, cx0), min(t.x0 + t.w, cx1)
+            dst = (slice((a0 - cy0) * s, (a1 - cy0) * s), slice((b0 - cx0) * s, (b1 - cx0) * s))
+            src = (slice((a0 - t.y0) * s, (a1 - t.y0) * s), slice((b0 - t.x0) * s, (b1 - t.x0) * s))
+            acc[(Ellipsis, *dst)] += piece[(Ellipsis, *src)]
+            wsum[dst] += self.tiling.weight(t)[src]
+        layout = Layout(self.plan.layout.axes, self.input_shape)
+        return finish(self.plan, acc / wsum, self.plan.normalizer, layout)
 
 
 # ---------------------------------------------------------------------------------------------

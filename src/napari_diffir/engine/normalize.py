@@ -36,12 +36,18 @@ class Normalizer:
         ``1e9 + k`` (float64) would lose ``k`` in float32 before the subtraction.
         """
         lo, span = self._lo_span(plane.shape[0])
-        return ((plane.astype(np.float64, copy=False) - lo) / span).astype(np.float32)
+        out = np.empty(plane.shape, np.float32)
+        for rows in _bands(plane.shape):  # float64 a band at a time: no plane-sized temporaries
+            out[:, rows] = (plane[:, rows].astype(np.float64, copy=False) - lo) / span
+        return out
 
     def inverse(self, plane: np.ndarray, dtype=np.float32) -> np.ndarray:
         """Normalised (C, Y, X) -> intensities in ``dtype`` (computed in float64)."""
         lo, span = self._lo_span(plane.shape[0])
-        return (plane.astype(np.float64, copy=False) * span + lo).astype(dtype, copy=False)
+        out = np.empty(plane.shape, dtype)
+        for rows in _bands(plane.shape):
+            out[:, rows] = plane[:, rows].astype(np.float64, copy=False) * span + lo
+        return out
 
     def _lo_span(self, channels: int):
         lo = np.asarray(self.lo, np.float64)
@@ -78,6 +84,16 @@ class Normalizer:
             return (f"{out} output cannot resolve this image: its values around {largest:.6g} spread over "
                     f"only {span:.6g}, and {out} steps by {step:.3g} there; {hint}")
         return None
+
+
+BAND_VALUES = 1 << 20
+"""Values per band when normalising a plane (8 MiB of float64 temporaries at a time)."""
+
+
+def _bands(shape: tuple[int, ...]) -> list[slice]:
+    """Row slices of a (C, Y, X) plane, each holding about :data:`BAND_VALUES` values."""
+    rows = max(1, BAND_VALUES // max(1, shape[0] * shape[-1]))
+    return [slice(y, y + rows) for y in range(0, shape[1], rows)] or [slice(0, 0)]
 
 
 def fit_normalizer(

@@ -1,8 +1,8 @@
 """``plan()``: every decision of a restoration, made once, before any pixel is restored.
 
 ``restore()``, the widget, the CLI, dask graphs and the streaming path all run a :class:`Plan`:
-the restorer (built once), the layout, the channel groups, the tile, its overlap and a dask
-block's halo, the device, the output dtype and the seed. The rules behind those decisions live
+the restorer (built once), the layout, the channel groups, the tile and its overlap, the
+device, the output dtype and the seed. The rules behind those decisions live
 here and in :mod:`.check` only, so no frontend restates them.
 """
 
@@ -53,9 +53,6 @@ class Plan:
     """Tile side in input pixels (``tile_size=None``: the whole image)."""
     overlap: int
     """Overlap between tiles in input pixels."""
-    halo: int
-    """Pixels a dask block borrows from each neighbour: the overlap rounded up to the model's
-    size multiple, so that blocks start on the model's pixel grid as tiles do."""
     seed: int
     output_dtype: np.dtype | None
     """What the result is cast to; ``None`` leaves it float32."""
@@ -63,12 +60,8 @@ class Plan:
     """The inpainting mask: (N or 1, Y, X) float32 in memory; a uint8 dask array lazily."""
     normalizer: Normalizer | None = None
     """The image's intensity normaliser; ``None`` until the run fits it on the whole image."""
-    origin: tuple[int, int] = (0, 0)
-    """A dask block's (y, x) offset in the whole image (its noise is cut from there)."""
     plane_ids: tuple[int, ...] | None = None
-    """A dask block's global plane numbers (seeds), or ``None`` for the whole image."""
-    image_yx: tuple[int, int] | None = None
-    """The whole image's (H, W) when ``data`` is one block of it."""
+    """A dask task's global plane numbers (seeds), or ``None`` for the whole image."""
 
     @property
     def lazy(self) -> bool:
@@ -125,9 +118,8 @@ def plan(
         auto_tile=tile if settings.tile_size == "auto" else None,
     ))
     overlap = info.tile_overlap if settings.tile_overlap is None else int(settings.tile_overlap)
-    halo = round_halo(overlap, info.multiple_of)
     if lazy:
-        data = data.rechunk(plan_chunks(data.chunks, layout, halo, info.name, multiple=info.multiple_of))
+        data = data.rechunk(plan_chunks(data.chunks, layout))
         mask = None if mask is None else lazy_mask(mask, data, layout)
     else:
         mask = None if mask is None else work_mask(mask, layout)
@@ -135,7 +127,7 @@ def plan(
         data=data, layout=layout, restorer=instance, spec=spec, info=info, settings=settings,
         device=device, precision=resolve_precision(settings.precision, sizing, info.supports_half),
         channels=channel_map(layout.channels, info), tile=tile, overlap=overlap,
-        halo=halo, seed=_seed(settings.seed, info),
+        seed=_seed(settings.seed, info),
         output_dtype=settings.output_dtype_for(dtype), mask=mask, normalizer=normalizer,
     )
 

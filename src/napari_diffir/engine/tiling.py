@@ -23,6 +23,51 @@ class Tile:
     h: int
     w: int
 
+    def output_slices(self, scale: int) -> tuple[slice, slice]:
+        """The tile's (Y, X) slices in the output, ``scale`` output pixels per input pixel."""
+        return slice(self.y0 * scale, (self.y0 + self.h) * scale), slice(self.x0 * scale, (self.x0 + self.w) * scale)
+
+
+@dataclass(frozen=True)
+class PlaneTiling:
+    """How one image plane is cut: its padded size, the tiles, their overlap and blend weights.
+
+    Decided from the whole plane only, so an in-memory run, every dask chunk and every streamed
+    block restore the same tiles and blend them with the same weights.
+    """
+
+    h: int
+    w: int
+    ph: int
+    pw: int
+    tiles: tuple[Tile, ...]
+    overlap: int
+    scale: int
+
+    def weight(self, t: Tile) -> np.ndarray:
+        """The tile's (h*s, w*s) blend weight (all ones when one tile covers the plane)."""
+        if len(self.tiles) == 1:
+            return np.ones((t.h * self.scale, t.w * self.scale), np.float32)
+        return blend_weight(t, self.ph, self.pw, self.overlap, self.scale)
+
+    def pad_mode(self) -> str:
+        """How the plane is padded to (ph, pw) (:func:`pad_to`'s rule for the whole plane)."""
+        return "reflect" if self.ph - self.h < self.h and self.pw - self.w < self.w else "replicate"
+
+    def touching(self, y0: int, y1: int, x0: int, x1: int) -> list[int]:
+        """Indices of the tiles that overlap input rows [y0, y1) and columns [x0, x1)."""
+        return [k for k, t in enumerate(self.tiles)
+                if t.y0 < y1 and y0 < t.y0 + t.h and t.x0 < x1 and x0 < t.x0 + t.w]
+
+
+def plane_tiling(h: int, w: int, tile: int, overlap: int, multiple: int, min_size: int, scale: int) -> PlaneTiling:
+    """The tiles of an (h, w) plane: padded once to ``multiple``, cut into aligned tiles of at
+    most ``tile`` pixels that overlap by ``overlap`` (at most half a tile)."""
+    ph, pw = padded_size(h, multiple, min_size), padded_size(w, multiple, min_size)
+    tile = max(padded_size(min_size, multiple, 1), min(tile, max(ph, pw)) // multiple * multiple)
+    overlap = min(overlap, tile // 2)
+    return PlaneTiling(h, w, ph, pw, tuple(make_tiles(ph, pw, tile, overlap, align=multiple)), overlap, scale)
+
 
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Starts covering ``length`` with ``tile``-long tiles overlapping by >= ``overlap``.
@@ -87,11 +132,13 @@ def padded_size(n: int, multiple: int, minimum: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def pad_to(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
-    """Pad (B, C, H, W) on the bottom/right to (ph, pw): reflect where possible, else replicate."""
+def pad_to(x: torch.Tensor, ph: int, pw: int, mode: str | None = None) -> torch.Tensor:
+    """Pad (B, C, H, W) on the bottom/right to (ph, pw): reflect where possible, else replicate
+    (``mode`` forces one: a tile at the border of a plane is padded as the plane is)."""
     h, w = x.shape[-2:]
     dh, dw = ph - h, pw - w
     if dh == 0 and dw == 0:
         return x
-    mode = "reflect" if dh < h and dw < w else "replicate"
+    if mode is None:
+        mode = "reflect" if dh < h and dw < w else "replicate"
     return F.pad(x, (0, dw, 0, dh), mode=mode)

@@ -137,8 +137,8 @@ def run_restoration(
 def _compute_dask(lazy: Any, progress, cancel) -> np.ndarray:
     """Compute the engine's lazy graph here, block by block.
 
-    The input is never loaded whole (each task reads one block plus its halo); progress counts
-    restored blocks and cancel is checked before every task.
+    The input is never loaded whole (each task reads the chunks of one tile); progress counts
+    restored output blocks and cancel is checked before every task.
     """
     import dask
     from dask.callbacks import Callback

@@ -56,7 +56,7 @@ class DiffIRRestorer(Restorer):
         in_channels=3,
         multiple_of=8,
         min_size=8,
-        tile_overlap=32,
+        tile_overlap=48,
         stochastic=True,
         description="DiffIR (ICCV 2023) from a stage-2 checkpoint given with weights=: "
         "super-resolution, deblurring/denoising or inpainting, as the checkpoint was trained.",
@@ -66,6 +66,10 @@ class DiffIRRestorer(Restorer):
     )
     channels_last: ClassVar[bool] = True
     """Run the network in channels-last memory format (faster on CPU: norms need no copy)."""
+    plane_passes: ClassVar[int] = 2
+    """Full passes over the plane that sum the attention statistics of a tiled run
+    (``planewise.prepare_plane``'s ``passes``). Two cost about 1.5-1.8 forwards and keep the
+    result within 0.015 of the exact statistics (-0.005 dB on 512² camera); one loses 0.06 dB."""
 
     def __init__(self, weights: Any = None, **options: Any) -> None:
         super().__init__(**options)
@@ -93,8 +97,10 @@ class DiffIRRestorer(Restorer):
             min_size=m,
             needs_mask=task == "inpaint",
             weights=label,
-            # Attention and CPEN see the whole tile, so big tiles stay closest to an untiled run.
-            tile_size=256 if task == "sr" else 512,
+            # Tiles share the plane's statistics, so the tile only trades memory for overlap work:
+            # one 384² same-size forward takes ~0.45 GiB at dim 24 (512²: 0.9 GiB), which keeps a
+            # 4096² image under 1.5 GiB and two streaming workers under 2 GiB.
+            tile_size=256 if task == "sr" else 384,
             bytes_per_pixel=_peak_bytes_per_output_pixel(task, hp["dim"]),
         )
         if self.info.task == "restore":  # generic class: become what the checkpoint is
@@ -130,28 +136,59 @@ class DiffIRRestorer(Restorer):
             model.to(memory_format=torch.channels_last)
         return model, label
 
-    def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
-        import torch
+    def prepare_plane(self, x: torch.Tensor, ctx: TileContext) -> Any:
+        """The plane's prior and attention maps (``planewise.PlaneState``), shared by its tiles.
 
+        With them fixed the network is local, so a tiled run equals the run on the whole plane
+        up to the receptive field the tile overlap leaves out (max |d| < 0.005 at overlap 48).
+        One prior per plane, as an untiled run estimates it (a fixed-grid prior,
+        ``prior_grid=64``, measured 0.6 dB worse on camera with the bundled denoiser).
+        """
+        from ..models.diffir.planewise import prepare_plane
+
+        return prepare_plane(self.model, self._memory_format(x), mask=self._mask(x, ctx),
+                             passes=self.plane_passes, noise=self._noise(ctx, x.device))
+
+    def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
         model = self.model
-        b = x.shape[0]
-        inp, mask = x, None
-        if model.task == "inpaint":
-            if ctx.mask is None:
-                raise ValueError(f"Restorer {self.info.name!r} needs a mask (1 = pixels to fill); pass mask=")
-            mask = (ctx.mask > 0).to(x.dtype).expand(b, 1, -1, -1)
-            inp = torch.cat([x * (1 - mask), mask], dim=1)
-        if self.channels_last:
-            inp = inp.contiguous(memory_format=torch.channels_last)
-        noise = None
-        if ctx.seed is not None:  # one IPR start shared by every tile of the image
-            noise = ctx.noise_vector(model.ipr_dim, device=x.device).expand(b, -1)
+        mask = self._mask(x, ctx)
+        inp = self._memory_format(x)
         with _block_progress(model.G, ctx) as blocks:  # progress inside the tile, block by block
-            out = model.restore(inp, noise=noise)  # without a seed: torch.randn, as upstream
+            if ctx.plane is not None and x.shape[0] == 1:  # the engine's path: the plane's statistics
+                from ..models.diffir.planewise import restore_tile_with
+
+                out = restore_tile_with(model, inp, ctx.plane, ctx.origin, mask=mask)
+            else:  # statistics of this batch alone, as the official code computes them
+                noise = self._noise(ctx, x.device)
+                if mask is not None:
+                    import torch
+
+                    inp = self._memory_format(torch.cat([x * (1 - mask), mask], dim=1))
+                # without a seed: torch.randn, as upstream
+                out = model.restore(inp, noise=None if noise is None else noise.expand(x.shape[0], -1))
         if mask is not None:  # keep known pixels exactly (LaMa-style compositing)
             out = mask * out + (1 - mask) * x
         ctx.step(blocks, blocks)
         return out.contiguous()
+
+    def _mask(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor | None:
+        """The inpainting mask as (B, 1, H, W) 0/1 in ``x``'s dtype; None for other tasks."""
+        if self.model.task != "inpaint":
+            return None
+        if ctx.mask is None:
+            raise ValueError(f"Restorer {self.info.name!r} needs a mask (1 = pixels to fill); pass mask=")
+        return (ctx.mask > 0).to(x.dtype).expand(x.shape[0], 1, -1, -1)
+
+    def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.channels_last:
+            return x
+        import torch
+
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _noise(self, ctx: TileContext, device) -> torch.Tensor | None:
+        """The IPR diffusion's start: one seeded vector shared by every tile of the image."""
+        return None if ctx.seed is None else ctx.noise_vector(self.model.ipr_dim, device=device).view(1, -1)
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from ._arch.dirformer import PLANE_HOOK
 from .plane_cells import Cells, walk
 from .plane_hook import AttentionSums, PlaneHook, StopForward
 
-__all__ = ["PlaneState", "cpen_radius", "prepare_plane", "receptive_radius", "restore_tile_with"]
+__all__ = ["PlaneState", "cpen_radius", "model_input", "prepare_plane", "receptive_radius", "restore_tile_with"]
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,8 @@ def prepare_plane(
         cell alone (as CPEN saw its training patches), blended between cell centres.
     :param attention_grid: likewise for the attention maps: None, one per layer for the plane;
         an int, one per cell, each summed over the cell computed alone.
-    :param cell: core size of the compute cells (memory: one forward on ``cell + 2 * halo``).
+    :param cell: core size of the compute cells of the global sums (memory: one forward on
+        ``cell + 2 * halo`` pixels); grid statistics run on their grid cells.
     :param halo: context around each compute cell (default ``32 * model.G.unshuffle``: the sums
         then match the untiled ones to ~1e-5); exact once it covers :func:`receptive_radius`.
     :param passes: None: exact layer-by-layer sums (cost ~ half a forward per attention layer);
@@ -201,7 +202,7 @@ def prepare_plane(
     attention_cells = _plane_cells(shape, attention_grid, m)
     ipr_cells = _plane_cells(shape, prior_grid, m)
     layers = sum(isinstance(mod, Attention) for mod in model.G.modules())
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the state may meet autograd-enabled code later
         start = _start_noise(model, noise, generator, inp)
         ipr = _plane_ipr(model, inp, ipr_cells, cell, start)
         z = ipr[0, 0].unsqueeze(0)
@@ -251,7 +252,10 @@ def restore_tile_with(
     """
     inp = model_input(model, tile, mask)
     model.G.check_size(inp)
-    hook = state.hook((int(origin[0]), int(origin[1])), (int(inp.shape[-2]), int(inp.shape[-1])))
+    (y0, x0), (h, w) = (int(origin[0]), int(origin[1])), (int(inp.shape[-2]), int(inp.shape[-1]))
+    if y0 < 0 or x0 < 0 or y0 + h > state.shape[0] or x0 + w > state.shape[1]:
+        raise ValueError(f"A {h}x{w} tile at {(y0, x0)} does not lie in the {state.shape} plane it was prepared for")
+    hook = state.hook((y0, x0), (h, w))
     token = PLANE_HOOK.set(hook)
     try:
         return model.G(inp, state.ipr[0, 0].unsqueeze(0))

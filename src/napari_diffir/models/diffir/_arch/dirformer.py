@@ -27,9 +27,9 @@ __all__ = [
     "Downsample",
     "FeedForward",
     "OverlapPatchEmbed",
+    "PLANE_HOOK",
     "TASKS",
     "TransformerBlock",
-    "PLANE_HOOK",
     "Upsample",
     "sr_unshuffle_factor",
 ]

@@ -65,9 +65,13 @@ def test_diffir_package_passes_validation_and_test_model(diffir_export):
     assert isinstance(descr, v0_5.ModelDescr), getattr(descr, "validation_summary", descr)
     summary = test_model(package)
     assert summary.status == "passed", summary.format()
+    from napari_diffir.restorers.diffir import DiffIRRestorer
+
+    halo = DiffIRRestorer.info.tile_overlap // 2  # half the engine's overlap each side (24 for 48)
+    assert halo % 8 == 0  # already a multiple of the model's 8, so no rounding up
     y = descr.inputs[0].axes[2]
-    assert (y.size.min, y.size.step) == (8 + 2 * 16, 8)  # halo 16 per side + one multiple
-    assert descr.outputs[0].axes[2].halo == 16
+    assert (y.size.min, y.size.step) == (8 + 2 * halo, 8)  # halo per side + one multiple
+    assert descr.outputs[0].axes[2].halo == halo
     (pre,) = [p for p in descr.inputs[0].preprocessing if p.id == "scale_range"]
     assert (pre.kwargs.min_percentile, pre.kwargs.max_percentile) == (1.0, 99.8)
     assert str(descr.cite[0].doi) == "10.48550/arXiv.2303.09472"

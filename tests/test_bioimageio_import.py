@@ -101,7 +101,7 @@ def test_napari_diffir_export_round_trips(tmp_path):
     """napari-diffir's own export, run as a bioimage.io package, gives what the original restorer gives."""
     ckpt = tiny_diffir_checkpoint(tmp_path / "net.pth")
     package = napari_diffir.export_bioimageio(ckpt, tmp_path / "own.zip", seed=5, torchscript=False)
-    image = make_image(48)
+    image = make_image(64)  # a valid package size (min 8 + 2 * halo 24, step 8): no padding on either side
     original = napari_diffir.restore(image, "diffir", weights=ckpt, seed=5, tile_size=None, device="cpu")
     again = napari_diffir.restore(image, "bioimageio", weights=str(package), tile_size=None, device="cpu")
     norm = fit_normalizer(image[None, None].astype(np.float32))

@@ -136,5 +136,5 @@ def test_tiled_bundled_denoiser_leaves_no_seams_on_a_real_sample():
         figures[cls] = _blend_figure(tiled, tiles) / _blend_figure(untiled, tiles)
         diffs[cls] = np.abs(tiled - untiled).max()
     assert np.abs(figures[DiffIRDenoise] - 1).max() < 0.005, figures
-    assert np.abs(figures[_PerTileDenoiser] - 1).max() > 0.015, figures
+    assert np.abs(figures[_PerTileDenoiser] - 1).max() > 0.01, figures  # the figure sees per-tile seams
     assert diffs[DiffIRDenoise] < 0.005 and diffs[_PerTileDenoiser] > 0.02, diffs

@@ -23,14 +23,15 @@ def unet(tmp_path_factory):
     return str(tiny_unet_package(tmp_path_factory.mktemp("unet")))
 
 
-def _core_predict(package, normalised: np.ndarray) -> np.ndarray:
-    """bioimageio.core's model output for an already normalised (Y, X) image, untiled and unpadded."""
+def _core_predict(package, image: np.ndarray, *, preprocess: bool = False) -> np.ndarray:
+    """bioimageio.core's output for a (Y, X) image, untiled and unpadded: for an already normalised
+    image (the package's preprocessing skipped), or with ``preprocess`` for raw intensities."""
     from bioimageio.core import Sample, Tensor, create_prediction_pipeline, load_description
 
-    tensor = Tensor.from_numpy(normalised[None, None].astype(np.float32), dims=("batch", "channel", "y", "x"))
+    tensor = Tensor.from_numpy(image[None, None].astype(np.float32), dims=("batch", "channel", "y", "x"))
     with create_prediction_pipeline(load_description(package)) as pipeline:
         out = pipeline.predict_sample_without_blocking(Sample(members={"raw": tensor}, stat={}, id="s"),
-                                                       skip_preprocessing=True, skip_input_padding=True,
+                                                       skip_preprocessing=not preprocess, skip_input_padding=True,
                                                        skip_output_cropping=True)
     return out.members["denoised"].data.values[0, 0]
 
@@ -187,34 +188,22 @@ def test_chunk_by_chunk_run_refuses_whole_output_statistics(meanstd_package, tmp
 def test_fixed_mean_std_undone_by_scale_linear_equals_core(tmp_path):
     """fixed_zero_mean_unit_variance in and its inverse as scale_linear out are pointwise: raw intensities
     in, each tile on its own, bioimageio.core's full pipeline out."""
-    from bioimageio.core import Sample, Tensor, create_prediction_pipeline, load_description
-
     package = str(tiny_unet_package(tmp_path, preprocessing="fixed", postprocessing="scale_linear"))
     assert napari_diffir.get_restorer("bioimageio", weights=package).info.normalize == "none"
     image = make_image(48)
     out = napari_diffir.restore(image, "bioimageio", weights=package, tile_size=None, device="cpu")
-    raw = Tensor.from_numpy(image[None, None].astype(np.float32), dims=("batch", "channel", "y", "x"))
-    with create_prediction_pipeline(load_description(package)) as pipeline:
-        core = pipeline.predict_sample_without_blocking(Sample(members={"raw": raw}, stat={}, id="s"),
-                                                        skip_input_padding=True, skip_output_cropping=True)
-    np.testing.assert_allclose(out / 400.0, core.members["denoised"].data.values[0, 0] / 400.0, atol=1e-5)
+    np.testing.assert_allclose(out / 400.0, _core_predict(package, image, preprocess=True) / 400.0, atol=1e-5)
 
 
 def test_dataset_mean_std_with_pointwise_postprocessing_equals_core(tmp_path):
     """Mean/std over the dataset (the whole image given) in; clip and sigmoid out give the output units
     of its own, so the engine does not map it back: it is what bioimageio.core gives, tiled or not."""
-    from bioimageio.core import Sample, Tensor, create_prediction_pipeline, load_description
-
     package = str(tiny_unet_package(tmp_path, preprocessing="zmuv_dataset", postprocessing="clip_sigmoid"))
     info = napari_diffir.get_restorer("bioimageio", weights=package).info
     assert (info.normalize, info.inverse_output, info.standardize_output) == ("meanstd", False, None)
     image = make_image(64)
     whole = napari_diffir.restore(image, "bioimageio", weights=package, tile_size=None, device="cpu")
-    raw = Tensor.from_numpy(image[None, None].astype(np.float32), dims=("batch", "channel", "y", "x"))
-    with create_prediction_pipeline(load_description(package)) as pipeline:
-        core = pipeline.predict_sample_without_blocking(Sample(members={"raw": raw}, stat={}, id="s"),
-                                                        skip_input_padding=True, skip_output_cropping=True)
-    np.testing.assert_allclose(whole, core.members["denoised"].data.values[0, 0], atol=1e-5)
+    np.testing.assert_allclose(whole, _core_predict(package, image, preprocess=True), atol=1e-5)
     tiled = napari_diffir.restore(image, "bioimageio", weights=package, tile_size=40, tile_overlap=24, device="cpu")
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
 

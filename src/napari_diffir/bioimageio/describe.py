@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import os
 
-from ..extras import require
-from ..restorers.bioimageio_package import UnsupportedPackageError, read_package
+from ..restorers.bioimageio_package import UnsupportedPackageError, load_package, package_spec
 
 __all__ = ["describe_package"]
 
 
 def describe_package(path: str | os.PathLike) -> str:
     """Lines describing the package at ``path`` (name, authors, axes, weights; the restorer that runs it)."""
-    require("bioimageio", "Describing a bioimage.io package")
-    from bioimageio.spec import InvalidDescr, load_description
-
     source = os.fspath(path)
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"No bioimage.io package at {source!r}")
-    descr = load_description(source, format_version="latest", perform_io_checks=False)
-    if isinstance(descr, InvalidDescr):
-        raise ValueError(f"{source!r} is not a valid bioimage.io description: "
-                         + " ".join(descr.validation_summary.format().split())[:600])
+    descr = load_package(source, "Describing a bioimage.io package")
     lines = [source, f"  bioimage.io {descr.type} (format {descr.format_version}): {descr.name}",
              f"  description: {' '.join(str(descr.description).split())}",
              f"  authors: {', '.join(str(a.name) for a in descr.authors) or 'none given'}"]
@@ -33,7 +24,7 @@ def describe_package(path: str | os.PathLike) -> str:
         lines.append(f"  weights: {', '.join(f for f, w in descr.weights if w is not None)}")
         lines += [f"  cite: {c.text}" + (f" doi:{c.doi}" if c.doi else "") for c in descr.cite]
     try:
-        spec = read_package(source)
+        spec = package_spec(source, descr)  # the description read once
     except UnsupportedPackageError as exc:
         lines.append(f"  restorer: none (napari-diffir cannot run it: {exc})")
     else:

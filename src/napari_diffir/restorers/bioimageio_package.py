@@ -19,7 +19,7 @@ from typing import Any
 
 from ..extras import require
 
-__all__ = ["PackageSpec", "UnsupportedPackageError", "is_package", "read_package"]
+__all__ = ["PackageSpec", "UnsupportedPackageError", "is_package", "load_package", "package_spec", "read_package"]
 
 RUNNABLE_WEIGHTS = ("pytorch_state_dict", "torchscript")
 POINTWISE = ("scale_linear", "clip", "binarize", "sigmoid", "fixed_zero_mean_unit_variance", "ensure_dtype",
@@ -75,11 +75,11 @@ def is_package(path: str | os.PathLike) -> bool:
     return p.suffix.lower() in (".zip", ".yaml", ".yml") and p.is_file()
 
 
-def read_package(source: str | os.PathLike) -> PackageSpec:
-    """Load and check ``source`` (offline); raises ``UnsupportedPackageError`` or ``ValueError`` saying why."""
-    require("bioimageio", "Reading a bioimage.io package")
+def load_package(source: str | os.PathLike, doing: str = "Reading a bioimage.io package"):
+    """The valid bioimage.io description at ``source``, read offline (``doing`` names the action in
+    the message when the extra is missing); ``ValueError`` saying why it is invalid."""
+    require("bioimageio", doing)
     from bioimageio.spec import InvalidDescr, load_description
-    from bioimageio.spec.model import v0_5
 
     path = os.fspath(source)
     if not os.path.exists(path):
@@ -88,6 +88,20 @@ def read_package(source: str | os.PathLike) -> PackageSpec:
     if isinstance(descr, InvalidDescr):
         raise ValueError(f"{path!r} is not a valid bioimage.io description: "
                          + " ".join(descr.validation_summary.format().split())[:600])
+    return descr
+
+
+def read_package(source: str | os.PathLike) -> PackageSpec:
+    """Load and check ``source`` (offline); raises ``UnsupportedPackageError`` or ``ValueError`` saying why."""
+    return package_spec(source, load_package(source))
+
+
+def package_spec(source: str | os.PathLike, descr) -> PackageSpec:
+    """What the engine needs to run the package ``descr`` (loaded from ``source``), or
+    ``UnsupportedPackageError`` naming why it cannot."""
+    from bioimageio.spec.model import v0_5
+
+    path = os.fspath(source)
     if not isinstance(descr, v0_5.ModelDescr):
         raise UnsupportedPackageError(f"{path!r} describes a bioimage.io {descr.type!r}, not a model")
     return _spec(path, descr, v0_5)

@@ -75,6 +75,24 @@ def test_a_run_with_auto_uses_and_records_the_resolved_precision(bf16_cpu, nativ
     np.testing.assert_array_equal(result.data, x)
 
 
+class PlaneAutocastProbe(AutocastProbe):
+    """Also records the autocast dtype its whole-plane statistics were computed under."""
+
+    def prepare_plane(self, x, ctx):
+        self.seen.append(("plane", torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None))
+        return "state"
+
+
+@pytest.mark.parametrize(("native", "dtype"), [(True, torch.bfloat16), (False, None)])
+def test_plane_statistics_run_in_the_tiles_resolved_precision(bf16_cpu, native, dtype):
+    """A tiled run with ``auto`` computes the plane's statistics in the precision its tiles use."""
+    bf16_cpu(native)
+    probe = PlaneAutocastProbe()
+    x = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    run(plan(x, probe, RestoreSettings(precision="auto", device="cpu", normalize="none", tile_size=32, tile_overlap=8)))
+    assert probe.seen[0] == ("plane", dtype) and len(probe.seen) > 2 and set(probe.seen[1:]) == {dtype}
+
+
 def test_auto_keeps_fp32_for_a_restorer_without_half_precision(bf16_cpu):
     bf16_cpu(True)
     probe = AutocastProbe(supports_half=False)

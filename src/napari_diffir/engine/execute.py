@@ -166,7 +166,7 @@ class Execution:
                           scale=self.info.scale, mask=mask_t, step_callback=lambda *_: check_cancel(self.cancel))
 
         def call():
-            with torch.inference_mode(), autocast(p.device, p.settings.precision):
+            with torch.inference_mode(), autocast(p.device, p.precision):  # as its tiles run
                 return p.restorer.prepare_plane(inp, ctx)
 
         return call_cancellable(call, self.cancel)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layernorm import LayerNorm
+from .onednn import linear
 
 __all__ = [
     "Attention",
@@ -93,7 +94,14 @@ def _modulated_pointwise(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, 
 
 
 def _folded(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype):
-    """Per-sample weights (B, O, C) and bias (B, O) of a 1x1 ``conv`` applied to ``x * scale + shift``."""
+    """Per-sample weights (B, O, C) and bias (B, O) of a 1x1 ``conv`` applied to ``x * scale + shift``.
+
+    One prior for the whole batch (``scale``/``shift`` expanded) gives expanded results.
+    """
+    b = scale.shape[0]
+    if b > 1 and scale.stride(0) == 0 and shift.stride(0) == 0:
+        w_b, bias = _folded(conv, scale[:1], shift[:1], dtype)
+        return w_b.expand(b, -1, -1), bias.expand(b, -1)
     weight = conv.weight.view(conv.out_channels, conv.in_channels)
     w_b = weight * scale.unsqueeze(1)  # (B, O, C)
     bias = shift @ weight.t()  # (B, O)
@@ -105,11 +113,11 @@ def _folded(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor, dtype: to
 def _rows_product(x: torch.Tensor, w_b: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A channels-last ``x`` (B, C, H, W) times per-sample weights (B, O, C) plus bias (B, O), channels-last."""
     b, c, h, w = x.shape
+    if b == 1 or (w_b.stride(0) == 0 and bias.stride(0) == 0):  # one weight for all samples
+        rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        return linear(rows, w_b[0], bias[0]).view(b, h, w, -1).permute(0, 3, 1, 2)
     rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-    if b == 1:  # addmm fuses the bias; a broadcast bias in baddbmm costs a full copy
-        out = F.linear(rows[0], w_b[0], bias[0])
-    else:
-        out = torch.bmm(rows, w_b.transpose(1, 2)).add_(bias.unsqueeze(1))
+    out = torch.bmm(rows, w_b.transpose(1, 2)).add_(bias.unsqueeze(1))
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -125,7 +133,7 @@ def _pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
     weight = conv.weight.view(conv.out_channels, c).to(rows.dtype)
     bias = None if conv.bias is None else conv.bias.to(rows.dtype)
-    return F.linear(rows, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
+    return linear(rows, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 def _row_norm(x: torch.Tensor) -> torch.Tensor:
@@ -205,9 +213,12 @@ class Attention(nn.Module):
         v = v.reshape(b, c, h * w)
         bias = self.project_out.bias
         if channels_last:
-            out = v.transpose(1, 2) @ mix.transpose(1, 2)  # (B, HW, C): channels-last result
-            if bias is not None:
-                out = out + bias
+            if b == 1:
+                out = linear(v[0].transpose(0, 1), mix[0], bias)  # (HW, C): channels-last result
+            else:
+                out = v.transpose(1, 2) @ mix.transpose(1, 2)
+                if bias is not None:
+                    out = out + bias
             return out.view(b, h, w, c).permute(0, 3, 1, 2)
         out = mix @ v
         if bias is not None:

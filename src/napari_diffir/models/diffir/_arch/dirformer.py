@@ -20,6 +20,7 @@ from torch import nn
 
 from .layernorm import LayerNorm
 from .onednn import linear
+from .sr_tail import X4Tail
 
 __all__ = [
     "Attention",
@@ -362,18 +363,6 @@ class Upsample(nn.Module):
         return self.body(x)
 
 
-def _x4_tail(width: int, out_channels: int) -> nn.Sequential:
-    """SR head: two (3x3 conv to 4*width, pixel-shuffle 2) stages, then a 3x3 conv to RGB.
-
-    Keys ``tail.0.0``, ``tail.0.2`` and ``tail.1``, all with bias (EDSR's ``Upsampler``).
-    """
-    upsampler = nn.Sequential(
-        nn.Conv2d(width, 4 * width, 3, padding=1), nn.PixelShuffle(2),
-        nn.Conv2d(width, 4 * width, 3, padding=1), nn.PixelShuffle(2),
-    )
-    return nn.Sequential(upsampler, nn.Conv2d(width, out_channels, 3, padding=1))
-
-
 class DIRformer(nn.Module):
     """The DiffIR restoration transformer: a 4-level U-Net of IPR-modulated transformer blocks.
 
@@ -447,7 +436,7 @@ class DIRformer(nn.Module):
         if task != "inpaint":
             self.refinement = level(num_refinement_blocks, 2, heads[0])
         if task == "sr":
-            self.tail = _x4_tail(dim * 2, out_channels)
+            self.tail = X4Tail(dim * 2, out_channels)
         else:
             if dual_pixel_task:
                 self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)

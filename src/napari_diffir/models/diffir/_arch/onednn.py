@@ -4,8 +4,8 @@ ATen sends float32 ``F.linear``/``matmul`` on the CPU to MKL's sgemm, which on A
 AVX2 code: about 50 GMAC/s on one Zen 5 core, where oneDNN's AVX-512 matmul (the kernel ATen
 already uses for bf16 and for 3x3 convolutions) reaches 110-125 GMAC/s on the same products.
 :func:`linear` takes oneDNN's route for the products where that is exact and fast: float32,
-CPU, no autograd, no autocast (under autocast ``F.linear`` runs in bf16 anyway), row-major
-operands. The sums are taken in another order, so results differ from MKL's by float rounding.
+CPU, no autograd, no autocast (under autocast ``F.linear`` runs in bf16 anyway), no tracing,
+row-major operands. The sums are taken in another order, so results differ from MKL's by float rounding.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _autocast_on() -> bool:
 
 
 def _fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    if not _AVAILABLE or not torch.backends.mkldnn.enabled:
-        return False
+    if not _AVAILABLE or not torch.backends.mkldnn.enabled or torch.jit.is_tracing():
+        return False  # a trace keeps aten::linear, which runs on any device
     if x.device.type != "cpu" or x.dim() != 2 or x.stride(1) != 1 or not weight.is_contiguous():
         return False  # oneDNN's path for transposed (column-major) operands is ~1000x slower
     if x.dtype != torch.float32 or weight.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32):

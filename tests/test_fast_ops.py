@@ -151,3 +151,18 @@ def test_onednn_linear_keeps_autograd_and_autocast():
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert not _fits(x.detach(), weight, None)
         assert linear(x.detach(), weight).dtype == torch.bfloat16  # autocast's F.linear, as before
+
+
+@pytest.mark.parametrize("batch, heads", [(1, 1), (1, 4), (2, 1)])
+def test_attention_gram_equals_the_batched_product(batch, heads):
+    from napari_diffir.models.diffir._arch.dirformer import _gram
+
+    torch.manual_seed(0)
+    qkv = torch.randn(batch, 96, 24, 20).contiguous(memory_format=CL)
+    q = qkv[:, :32].reshape(batch, heads, 32 // heads, 480)
+    k = qkv[:, 32:64].reshape(batch, heads, 32 // heads, 480)
+    with torch.inference_mode():
+        out = _gram(q, k)
+    ref = q.double() @ k.double().transpose(-2, -1)
+    assert out.shape == (batch, heads, 32 // heads, 32 // heads)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)

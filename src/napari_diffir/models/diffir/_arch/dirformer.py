@@ -152,6 +152,17 @@ def _row_norm(x: torch.Tensor) -> torch.Tensor:
     return x.square().sum(-1, keepdim=True, dtype=torch.float32).sqrt_()
 
 
+def _gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``q @ k^T`` over the pixel axis of (B, heads, d, HW) maps.
+
+    One image and one head is a plain matrix product: as a batched product of one, the strided
+    channels-last operands cost 2-3x more (bf16) than through ``mm``.
+    """
+    if q.shape[0] * q.shape[1] == 1:
+        return (q[0, 0] @ k[0, 0].transpose(0, 1)).view(1, 1, q.shape[2], k.shape[2])
+    return q @ k.transpose(-2, -1)
+
+
 class Attention(nn.Module):
     """DMTA: dynamic multi-head *transposed* attention (attention across channels, not pixels).
 
@@ -200,7 +211,7 @@ class Attention(nn.Module):
         """The (B, heads, C/h, C/h) map: softmax of the temperature-scaled cosines of q and k rows."""
         # cosine similarity of L2-normalised rows, without materialising normalised q and k
         qn, kn = _row_norm(q).clamp_min(1e-12), _row_norm(k).clamp_min(1e-12)
-        attn = (q @ k.transpose(-2, -1)) / (qn * kn.transpose(-2, -1)) * self.temperature
+        attn = _gram(q, k) / (qn * kn.transpose(-2, -1)) * self.temperature
         return attn.softmax(dim=-1)
 
     def attend(self, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

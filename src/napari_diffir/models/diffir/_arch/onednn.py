@@ -4,8 +4,8 @@ ATen sends float32 ``F.linear``/``matmul`` on the CPU to MKL's sgemm, which on A
 AVX2 code: about 50 GMAC/s on one Zen 5 core, where oneDNN's AVX-512 matmul (the kernel ATen
 already uses for bf16 and for 3x3 convolutions) reaches 110-125 GMAC/s on the same products.
 :func:`linear` takes oneDNN's route for the products where that is exact and fast: float32,
-CPU, no autograd, no autocast (under autocast ``F.linear`` runs in bf16 anyway), no tracing,
-row-major operands. The sums are taken in another order, so results differ from MKL's by float rounding.
+CPU, no autograd, no autocast (under autocast ``F.linear`` runs in bf16 anyway), no tracing or
+compiling, row-major operands. The sums are taken in another order, so results differ from MKL's by float rounding.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear", "onednn_available"]
+__all__ = ["compiling", "linear", "onednn_available"]
 
 
 def onednn_available() -> bool:
@@ -28,6 +28,16 @@ def onednn_available() -> bool:
 _AVAILABLE = onednn_available()
 
 
+def compiling() -> bool:
+    """Whether torch.compile is tracing this call (its own kernels then replace these routes)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
+
+
+def _traced() -> bool:
+    return torch.jit.is_tracing() or compiling()
+
+
 def _autocast_on() -> bool:
     try:
         return torch.is_autocast_enabled("cpu")
@@ -36,7 +46,7 @@ def _autocast_on() -> bool:
 
 
 def _fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    if not _AVAILABLE or not torch.backends.mkldnn.enabled or torch.jit.is_tracing():
+    if not _AVAILABLE or not torch.backends.mkldnn.enabled or _traced():
         return False  # a trace keeps aten::linear, which runs on any device
     if x.device.type != "cpu" or x.dim() != 2 or x.stride(1) != 1 or not weight.is_contiguous():
         return False  # oneDNN's path for transposed (column-major) operands is ~1000x slower
@@ -52,3 +62,4 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if _fits(x, weight, bias):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
+

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .onednn import compiling
+
 __all__ = ["X4Tail"]
 
 _BORDER = 3  # output pixels per side where the composed convolution differs from the head
@@ -45,7 +47,7 @@ class X4Tail(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         rows, cols = 4 * x.shape[-2], 4 * x.shape[-1]
-        if torch.is_grad_enabled() or torch.jit.is_tracing() or _compiling() or min(rows, cols) <= 2 * _BORDER:
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or compiling() or min(rows, cols) <= 2 * _BORDER:
             return super().forward(x)
         weight, bias = self.composed()
         out = F.pixel_shuffle(F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), padding=2), 4)
@@ -66,11 +68,6 @@ class X4Tail(nn.Sequential):
                 weight, bias = compose(*self.convs())
             self._composed = (key, weight.to(params[0].dtype), bias.to(params[0].dtype))
         return self._composed[1], self._composed[2]
-
-
-def _compiling() -> bool:
-    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
-    return bool(is_compiling and is_compiling())
 
 
 def compose(conv1: nn.Conv2d, conv2: nn.Conv2d, conv3: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -102,3 +102,12 @@ def test_training_runs_the_layers_with_gradients():
 def test_state_dict_keys_are_the_upstream_ones():
     assert list(X4Tail(4, 1).state_dict()) == [
         "0.0.weight", "0.0.bias", "0.2.weight", "0.2.bias", "1.weight", "1.bias"]
+
+
+def test_a_head_built_under_inference_mode_runs():
+    with torch.inference_mode():
+        tail = _tail()
+        x = torch.randn(1, 8, 8, 8, dtype=torch.float64)
+        out = tail(x)
+        ref = nn.Sequential.forward(tail, x)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)

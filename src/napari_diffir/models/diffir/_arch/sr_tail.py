@@ -62,12 +62,18 @@ class X4Tail(nn.Sequential):
     def composed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The (16 * out, n, 5, 5) weight and bias of the head as one convolution (cached)."""
         params = [p for conv in self.convs() for p in (conv.weight, conv.bias)]
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        key = tuple((p.data_ptr(), _version(p), p.dtype, p.device) for p in params)
         if self._composed is None or self._composed[0] != key:
             with torch.no_grad():
                 weight, bias = compose(*self.convs())
             self._composed = (key, weight.to(params[0].dtype), bias.to(params[0].dtype))
         return self._composed[1], self._composed[2]
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """In-place changes bump it; tensors made under inference mode have none (None: never stale
+    by version, only by storage)."""
+    return None if t.is_inference() else t._version
 
 
 def compose(conv1: nn.Conv2d, conv2: nn.Conv2d, conv3: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:

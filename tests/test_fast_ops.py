@@ -121,3 +121,48 @@ def test_mish_gradient_is_torch_mishs():
     y = _mish_inputs().requires_grad_()
     F.mish(y).sum().backward()
     torch.testing.assert_close(x.grad, y.grad)
+
+
+def test_onednn_linear_equals_f_linear_on_strided_rows():
+    from napari_diffir.models.diffir._arch.onednn import linear, onednn_available
+
+    torch.manual_seed(0)
+    rows = _qkv(32).permute(0, 2, 3, 1).reshape(24 * 20, 96)[:, 32:64]  # row stride 96: a channel slice
+    weight, bias = torch.randn(48, 32) / 6, torch.randn(48)
+    with torch.inference_mode():
+        out = linear(rows, weight, bias)
+    ref = F.linear(rows.double(), weight.double(), bias.double())
+    assert out.dtype == torch.float32 and out.shape == (480, 48)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-6)
+    if onednn_available():  # the product really took oneDNN's route (ATen's own kernel is MKL's)
+        from napari_diffir.models.diffir._arch import onednn
+
+        assert onednn._fits(rows, weight, bias)
+
+
+def test_onednn_linear_keeps_autograd_and_autocast():
+    from napari_diffir.models.diffir._arch.onednn import _fits, linear
+
+    x = torch.randn(10, 8, requires_grad=True)
+    weight = torch.randn(4, 8)
+    assert not _fits(x, weight, None)
+    linear(x, weight).sum().backward()
+    torch.testing.assert_close(x.grad, weight.sum(0).expand(10, 8))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _fits(x.detach(), weight, None)
+        assert linear(x.detach(), weight).dtype == torch.bfloat16  # autocast's F.linear, as before
+
+
+@pytest.mark.parametrize("batch, heads", [(1, 1), (1, 4), (2, 1)])
+def test_attention_gram_equals_the_batched_product(batch, heads):
+    from napari_diffir.models.diffir._arch.dirformer import _gram
+
+    torch.manual_seed(0)
+    qkv = torch.randn(batch, 96, 24, 20).contiguous(memory_format=CL)
+    q = qkv[:, :32].reshape(batch, heads, 32 // heads, 480)
+    k = qkv[:, 32:64].reshape(batch, heads, 32 // heads, 480)
+    with torch.inference_mode():
+        out = _gram(q, k)
+    ref = q.double() @ k.double().transpose(-2, -1)
+    assert out.shape == (batch, heads, 32 // heads, 32 // heads)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)

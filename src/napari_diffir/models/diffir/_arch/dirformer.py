@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layernorm import LayerNorm
+from .onednn import linear
+from .sr_tail import X4Tail
 
 __all__ = [
     "Attention",
@@ -93,7 +95,14 @@ def _modulated_pointwise(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, 
 
 
 def _folded(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype):
-    """Per-sample weights (B, O, C) and bias (B, O) of a 1x1 ``conv`` applied to ``x * scale + shift``."""
+    """Per-sample weights (B, O, C) and bias (B, O) of a 1x1 ``conv`` applied to ``x * scale + shift``.
+
+    One prior for the whole batch (``scale``/``shift`` expanded) gives expanded results.
+    """
+    b = scale.shape[0]
+    if b > 1 and scale.stride(0) == 0 and shift.stride(0) == 0:
+        w_b, bias = _folded(conv, scale[:1], shift[:1], dtype)
+        return w_b.expand(b, -1, -1), bias.expand(b, -1)
     weight = conv.weight.view(conv.out_channels, conv.in_channels)
     w_b = weight * scale.unsqueeze(1)  # (B, O, C)
     bias = shift @ weight.t()  # (B, O)
@@ -105,11 +114,11 @@ def _folded(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor, dtype: to
 def _rows_product(x: torch.Tensor, w_b: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A channels-last ``x`` (B, C, H, W) times per-sample weights (B, O, C) plus bias (B, O), channels-last."""
     b, c, h, w = x.shape
+    if b == 1 or (w_b.stride(0) == 0 and bias.stride(0) == 0):  # one weight for all samples
+        rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        return linear(rows, w_b[0], bias[0]).view(b, h, w, -1).permute(0, 3, 1, 2)
     rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-    if b == 1:  # addmm fuses the bias; a broadcast bias in baddbmm costs a full copy
-        out = F.linear(rows[0], w_b[0], bias[0])
-    else:
-        out = torch.bmm(rows, w_b.transpose(1, 2)).add_(bias.unsqueeze(1))
+    out = torch.bmm(rows, w_b.transpose(1, 2)).add_(bias.unsqueeze(1))
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -125,7 +134,7 @@ def _pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
     weight = conv.weight.view(conv.out_channels, c).to(rows.dtype)
     bias = None if conv.bias is None else conv.bias.to(rows.dtype)
-    return F.linear(rows, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
+    return linear(rows, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 def _row_norm(x: torch.Tensor) -> torch.Tensor:
@@ -141,6 +150,17 @@ def _row_norm(x: torch.Tensor) -> torch.Tensor:
     if not fast or (torch.is_grad_enabled() and x.requires_grad):
         return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     return x.square().sum(-1, keepdim=True, dtype=torch.float32).sqrt_()
+
+
+def _gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``q @ k^T`` over the pixel axis of (B, heads, d, HW) maps.
+
+    One image and one head is a plain matrix product: as a batched product of one, the strided
+    channels-last operands cost 2-3x more (bf16) than through ``mm``.
+    """
+    if q.shape[0] * q.shape[1] == 1:
+        return (q[0, 0] @ k[0, 0].transpose(0, 1)).view(1, 1, q.shape[2], k.shape[2])
+    return q @ k.transpose(-2, -1)
 
 
 class Attention(nn.Module):
@@ -191,7 +211,7 @@ class Attention(nn.Module):
         """The (B, heads, C/h, C/h) map: softmax of the temperature-scaled cosines of q and k rows."""
         # cosine similarity of L2-normalised rows, without materialising normalised q and k
         qn, kn = _row_norm(q).clamp_min(1e-12), _row_norm(k).clamp_min(1e-12)
-        attn = (q @ k.transpose(-2, -1)) / (qn * kn.transpose(-2, -1)) * self.temperature
+        attn = _gram(q, k) / (qn * kn.transpose(-2, -1)) * self.temperature
         return attn.softmax(dim=-1)
 
     def attend(self, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -205,9 +225,12 @@ class Attention(nn.Module):
         v = v.reshape(b, c, h * w)
         bias = self.project_out.bias
         if channels_last:
-            out = v.transpose(1, 2) @ mix.transpose(1, 2)  # (B, HW, C): channels-last result
-            if bias is not None:
-                out = out + bias
+            if b == 1:
+                out = linear(v[0].transpose(0, 1), mix[0], bias)  # (HW, C): channels-last result
+            else:
+                out = v.transpose(1, 2) @ mix.transpose(1, 2)
+                if bias is not None:
+                    out = out + bias
             return out.view(b, h, w, c).permute(0, 3, 1, 2)
         out = mix @ v
         if bias is not None:
@@ -351,18 +374,6 @@ class Upsample(nn.Module):
         return self.body(x)
 
 
-def _x4_tail(width: int, out_channels: int) -> nn.Sequential:
-    """SR head: two (3x3 conv to 4*width, pixel-shuffle 2) stages, then a 3x3 conv to RGB.
-
-    Keys ``tail.0.0``, ``tail.0.2`` and ``tail.1``, all with bias (EDSR's ``Upsampler``).
-    """
-    upsampler = nn.Sequential(
-        nn.Conv2d(width, 4 * width, 3, padding=1), nn.PixelShuffle(2),
-        nn.Conv2d(width, 4 * width, 3, padding=1), nn.PixelShuffle(2),
-    )
-    return nn.Sequential(upsampler, nn.Conv2d(width, out_channels, 3, padding=1))
-
-
 class DIRformer(nn.Module):
     """The DiffIR restoration transformer: a 4-level U-Net of IPR-modulated transformer blocks.
 
@@ -436,7 +447,7 @@ class DIRformer(nn.Module):
         if task != "inpaint":
             self.refinement = level(num_refinement_blocks, 2, heads[0])
         if task == "sr":
-            self.tail = _x4_tail(dim * 2, out_channels)
+            self.tail = X4Tail(dim * 2, out_channels)
         else:
             if dual_pixel_task:
                 self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)

@@ -1,0 +1,65 @@
+"""Float32 matrix products of DIRformer's inference through oneDNN instead of MKL.
+
+ATen sends float32 ``F.linear``/``matmul`` on the CPU to MKL's sgemm, which on AMD CPUs runs its
+AVX2 code: about 50 GMAC/s on one Zen 5 core, where oneDNN's AVX-512 matmul (the kernel ATen
+already uses for bf16 and for 3x3 convolutions) reaches 110-125 GMAC/s on the same products.
+:func:`linear` takes oneDNN's route for the products where that is exact and fast: float32,
+CPU, no autograd, no autocast (under autocast ``F.linear`` runs in bf16 anyway), no tracing or
+compiling, row-major operands. The sums are taken in another order, so results differ from MKL's by float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["compiling", "linear", "onednn_available"]
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has oneDNN and its linear op (x86 builds do), and it is enabled."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+_AVAILABLE = onednn_available()
+
+
+def compiling() -> bool:
+    """Whether torch.compile is tracing this call (its own kernels then replace these routes)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling and is_compiling())
+
+
+def _traced() -> bool:
+    return torch.jit.is_tracing() or compiling()
+
+
+def _autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def _fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    if not _AVAILABLE or not torch.backends.mkldnn.enabled or _traced():
+        return False  # a trace keeps aten::linear, which runs on any device
+    if x.device.type != "cpu" or x.dim() != 2 or x.stride(1) != 1 or not weight.is_contiguous():
+        return False  # oneDNN's path for transposed (column-major) operands is ~1000x slower
+    if x.dtype != torch.float32 or weight.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        return False
+    return not _autocast_on()
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for a 2-D ``x`` (rows may be strided), through oneDNN where it fits."""
+    if _fits(x, weight, bias):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+

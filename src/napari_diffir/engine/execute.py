@@ -17,6 +17,7 @@ import torch
 from ..restorer import RestorationCancelled, Restorer, TileContext
 from .cancel import call_cancellable, check_cancel
 from .device import autocast, is_out_of_memory
+from .heap import release_free_memory
 from .normalize import fit_normalizer, to_dtype, working_dtype
 from .settings import MIN_TILE
 from .standardize import standardize
@@ -164,7 +165,10 @@ class Execution:
             with torch.inference_mode(), autocast(p.device, p.precision):  # as its tiles run
                 return p.restorer.prepare_plane(inp, ctx)
 
-        return call_cancellable(call, self.cancel)
+        try:
+            return call_cancellable(call, self.cancel)
+        finally:  # the statistics' forwards are freed: do not let this thread's heap keep them
+            release_free_memory()
 
     def weighted_tile(self, region: np.ndarray, mask, t: Tile, tiling: PlaneTiling, n: int, gi: int,
                       state: Any, k: int = 0) -> np.ndarray:

@@ -35,6 +35,7 @@ from .axes import LOOP_AXES, Layout
 from .check import check_finite
 from .device import resolve_device
 from .execute import Execution, finish, needs_plane_statistics
+from .heap import release_free_memory
 from .mask import work_mask
 from .normalize import (
     Normalizer,
@@ -352,6 +353,7 @@ class _TileTask(_Task):
                 state = None if states is None else states[n][gi]
                 out = engine.weighted_tile(plane[group.inputs], m, t, tl, n, gi, state, self.k)
                 piece[n, group.outputs] = out.mean(axis=0, keepdims=True) if group.average else out
+        release_free_memory()  # tiles run in several threads: each one's heap would keep its forward
         return piece
 
 

@@ -14,6 +14,8 @@ per megapixel should not grow with the image), optionally writes JSON and a plot
     python benchmarks/bench_tiling.py --restorers tv --sizes 512 1024 --json tiling.json
     python benchmarks/bench_tiling.py --modes memory stream --plot docs/images/perf_tiling.png
     python benchmarks/bench_tiling.py --restorers diffir --weights ckpt.pth --sizes 512 1024
+    python benchmarks/bench_tiling.py --restorers diffir-denoise --sizes 4096 --modes stream --threads 2 \
+        --trace rss.tsv                                    # RSS over time, kept if the run is stopped
 
 Targets (issue 12) at 4096² with the default tile size: peak RSS below 1.5 GiB in memory, below
 2 GiB streamed with 2 workers (``--threads 2``).
@@ -57,6 +59,8 @@ def child(args) -> dict:
     restorer = nd.get_restorer(args.restorers[0], **({"weights": args.weights} if args.weights else {}), **opts)
     nd.restore(_image(256), restorer, seed=0)  # warm-up: lazy imports, kernels, model on device
     img = _image(args.size)
+    if args.trace:
+        _start_trace(args.trace)
     cpu0 = _cpu_seconds()
     if args.mode == "stream":
         import tempfile
@@ -94,6 +98,28 @@ def child(args) -> dict:
         "tile": tile, "threads": torch.get_num_threads(), "cpu_seconds": cpu,
         "work_ratio": _work_ratio(restorer.info, args.size, tile),
     }
+
+
+def _start_trace(path: str, every: float = 2.0) -> None:
+    """Append ``seconds  RSS MiB  peak MiB  tiles started`` to ``path`` every ``every`` s (a
+    daemon thread; flushed per line, so a stopped run keeps its trace). Tiles are counted in
+    streamed runs (dask tile tasks); while a tiled DiffIR run's count is 0 it computes the plane
+    statistics."""
+    import threading
+
+    from napari_diffir.engine.lazy import block_stats
+
+    t0 = time.perf_counter()
+    fh = open(path, "w", buffering=1)
+    fh.write("seconds\trss_mib\tpeak_mib\ttiles_started\n")
+
+    def sample() -> None:
+        while True:
+            fh.write(f"{time.perf_counter() - t0:.1f}\t{_rss_mib():.0f}\t{_peak_rss_mib():.0f}\t"
+                     f"{block_stats()['blocks']}\n")
+            time.sleep(every)
+
+    threading.Thread(target=sample, daemon=True).start()
 
 
 def _cpu_seconds() -> float:
@@ -168,6 +194,7 @@ def main(argv=None) -> int:
     p.add_argument("--modes", nargs="+", default=["memory"], choices=("memory", "stream"),
                    help="in-memory restore() and/or streamed restore_file() (default: memory)")
     p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--trace", help="write each run's RSS over time to this file (one run: give one size and mode)")
     p.add_argument("--plot", help="write a PNG plot (time and peak RSS vs pixels) here (needs matplotlib)")
     p.add_argument("--mode", default="memory", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -182,7 +209,7 @@ def main(argv=None) -> int:
     for name, mode, size in runs:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", "--size", str(size), "--restorers", name,
                "--mode", mode]
-        for flag, value in (("--weights", args.weights), ("--threads", args.threads)):
+        for flag, value in (("--weights", args.weights), ("--threads", args.threads), ("--trace", args.trace)):
             if value is not None:
                 cmd += [flag, str(value)]
         for kv in args.option or []:

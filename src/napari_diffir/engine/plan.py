@@ -25,6 +25,7 @@ from .mask import lazy_mask, work_mask
 from .normalize import Normalizer
 from .resolve import RestorerSpec, resolve_restorer
 from .settings import DEFAULTS, MIN_TILE, Problem, RestoreSettings
+from .tiling import PlaneTiling, plane_tiling
 
 __all__ = ["Plan", "auto_tile_size", "draw_seed", "is_lazy", "plan", "resolve_tile", "round_halo"]
 
@@ -70,6 +71,13 @@ class Plan:
     @property
     def result_dtype(self) -> np.dtype:
         return self.output_dtype if self.output_dtype is not None else np.dtype(np.float32)
+
+    def tiling(self, h: int, w: int, tile: int | None = None) -> PlaneTiling:
+        """The tiles of an (h, w) plane and their blending, with the plan's tile (or ``tile``, when
+        out of memory halved it): one rule for the in-memory run and the dask graph."""
+        i = self.info
+        return plane_tiling(h, w, self.tile if tile is None else tile, self.overlap, i.multiple_of, i.min_size,
+                            i.scale)
 
 
 def plan(

@@ -120,19 +120,21 @@ def _blend_figure(out: np.ndarray, tiles) -> np.ndarray:
 
 @pytest.mark.slow
 def test_tiled_bundled_denoiser_leaves_no_seams_on_a_real_sample():
-    """Tiles of 128 on the 256² nuclei sample: tiled equals untiled within 0.02 of the range and
-    the tile borders carry the untiled run's gradient energy; per-tile statistics do not."""
+    """Tiles of 128 on the 256² nuclei sample: tiled equals untiled within 0.005 of the range and
+    the tile borders carry the untiled run's gradient energy. The control, per-tile statistics,
+    runs at tile 64: the denoiser trained on 96² patches varies too little between 128² tiles for
+    the border figure to see it (0.3 %), while 64² tiles give it clear seams."""
     from napari_diffir.samples import read_sample
 
     img = read_sample("nuclei-noisy").data.astype(np.float32)
     lo, hi = np.percentile(img, (1, 99.8))
-    tiles = plane_tiling(256, 256, 128, DiffIRDenoise.info.tile_overlap, 8, 8, 1).tiles
-    assert len(tiles) == 9
     figures, diffs = {}, {}
-    for cls in (DiffIRDenoise, _PerTileDenoiser):
+    for cls, tile in ((DiffIRDenoise, 128), (_PerTileDenoiser, 64)):
+        tiles = plane_tiling(256, 256, tile, DiffIRDenoise.info.tile_overlap, 8, 8, 1).tiles
+        assert len(tiles) == {128: 9, 64: 49}[tile]
         r = cls()
         untiled = (restore(img, r, tile_size=None, seed=0) - lo) / (hi - lo)
-        tiled = (restore(img, r, tile_size=128, seed=0) - lo) / (hi - lo)
+        tiled = (restore(img, r, tile_size=tile, seed=0) - lo) / (hi - lo)
         figures[cls] = _blend_figure(tiled, tiles) / _blend_figure(untiled, tiles)
         diffs[cls] = np.abs(tiled - untiled).max()
     assert np.abs(figures[DiffIRDenoise] - 1).max() < 0.005, figures

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["compiling", "linear", "onednn_available"]
+__all__ = ["compiling", "linear", "onednn_available", "traced"]
 
 
 def onednn_available() -> bool:
@@ -34,7 +34,8 @@ def compiling() -> bool:
     return bool(is_compiling and is_compiling())
 
 
-def _traced() -> bool:
+def traced() -> bool:
+    """Whether torch.jit tracing or torch.compile is recording this call: it must see the plain ops."""
     return torch.jit.is_tracing() or compiling()
 
 
@@ -46,7 +47,7 @@ def _autocast_on() -> bool:
 
 
 def _fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    if not _AVAILABLE or not torch.backends.mkldnn.enabled or _traced():
+    if not _AVAILABLE or not torch.backends.mkldnn.enabled or traced():
         return False  # a trace keeps aten::linear, which runs on any device
     if x.device.type != "cpu" or x.dim() != 2 or x.stride(1) != 1 or not weight.is_contiguous():
         return False  # oneDNN's path for transposed (column-major) operands is ~1000x slower

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .onednn import compiling
+from .onednn import traced
 
 __all__ = ["X4Tail"]
 
@@ -47,7 +47,7 @@ class X4Tail(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         rows, cols = 4 * x.shape[-2], 4 * x.shape[-1]
-        if torch.is_grad_enabled() or torch.jit.is_tracing() or compiling() or min(rows, cols) <= 2 * _BORDER:
+        if torch.is_grad_enabled() or traced() or min(rows, cols) <= 2 * _BORDER:
             return super().forward(x)
         weight, bias = self.composed()
         out = F.pixel_shuffle(F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), padding=2), 4)

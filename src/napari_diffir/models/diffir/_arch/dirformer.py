@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference_conv import InferenceConv2d
 from .layernorm import LayerNorm
 from .onednn import linear
 from .sr_tail import X4Tail
+from .weight_cache import cast, inference
 
 __all__ = [
     "Attention",
@@ -73,11 +75,23 @@ def _ipr_affine(
     layer norm's affine part is passed too, the pair also absorbs it:
     ``(x_hat * w + b) * gamma + beta = x_hat * (w * gamma) + (b * gamma + beta)``.
     """
-    gamma, beta = kernel(z).reshape(-1, 2, kernel[0].out_features // 2).unbind(1)
+    gamma, beta = _kernel_product(kernel[0], z).reshape(-1, 2, kernel[0].out_features // 2).unbind(1)
     if ln_weight is not None:
         beta = beta if ln_bias is None else torch.addcmul(beta, gamma, ln_bias)
         gamma = gamma * ln_weight
     return gamma.expand(b, -1), beta.expand(b, -1)
+
+
+def _kernel_product(linear: nn.Linear, z: torch.Tensor) -> torch.Tensor:
+    """``linear(z)``; for one prior in inference, a float32 matrix-vector product whatever autocast says.
+
+    Under autocast ``linear`` would run as a bf16 GEMM of one row, with ``z`` and the weight cast
+    first: 3x the time of ``torch.mv``, which autocast leaves in float32 (and the prior then
+    enters the folded weights unrounded).
+    """
+    if z.shape[0] == 1 and linear.bias is None and z.is_floating_point() and inference(z, linear.weight):
+        return torch.mv(linear.weight, z[0].to(linear.weight.dtype)).unsqueeze(0)
+    return linear(z)
 
 
 def _modulated_pointwise(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -105,7 +119,10 @@ def _folded(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor, dtype: to
         return w_b.expand(b, -1, -1), bias.expand(b, -1)
     weight = conv.weight.view(conv.out_channels, conv.in_channels)
     w_b = weight * scale.unsqueeze(1)  # (B, O, C)
-    bias = shift @ weight.t()  # (B, O)
+    if b == 1 and shift.dtype == weight.dtype and inference(shift, weight):
+        bias = torch.mv(weight, shift[0]).unsqueeze(0)  # float32 also under autocast, as above
+    else:
+        bias = shift @ weight.t()  # (B, O)
     if conv.bias is not None:
         bias = bias + conv.bias
     return w_b.to(dtype), bias.to(dtype)
@@ -132,8 +149,8 @@ def _pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         return conv(x)
     b, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
-    weight = conv.weight.view(conv.out_channels, c).to(rows.dtype)
-    bias = None if conv.bias is None else conv.bias.to(rows.dtype)
+    weight = cast(conv, "weight", conv.weight, rows.dtype).view(conv.out_channels, c)
+    bias = None if conv.bias is None else cast(conv, "bias", conv.bias, rows.dtype)
     return linear(rows, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -178,7 +195,7 @@ class Attention(nn.Module):
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
-        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.qkv_dwconv = InferenceConv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
     def forward(
@@ -226,7 +243,11 @@ class Attention(nn.Module):
         bias = self.project_out.bias
         if channels_last:
             if b == 1:
-                out = linear(v[0].transpose(0, 1), mix[0], bias)  # (HW, C): channels-last result
+                rows = v[0].transpose(0, 1)  # (HW, C)
+                if rows.dtype == torch.bfloat16 and mix.dtype != rows.dtype and inference(mix):
+                    mix = mix.to(rows.dtype)  # as autocast would, so the product can take oneDNN's route
+                    bias = None if bias is None else cast(self.project_out, "bias", bias, rows.dtype)
+                out = linear(rows, mix[0], bias)  # channels-last result
             else:
                 out = v.transpose(1, 2) @ mix.transpose(1, 2)
                 if bias is not None:
@@ -245,7 +266,7 @@ class FeedForward(nn.Module):
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)  # truncation as upstream: 64 * 2.2 -> 140
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.dwconv = InferenceConv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
         self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
 
@@ -274,12 +295,10 @@ class FeedForward(nn.Module):
         """
         hidden = self.project_out.in_channels
         w_b, bias = _folded(self.project_in, scale, shift, x.dtype)
-        halves = []
-        for part in (slice(0, hidden), slice(hidden, 2 * hidden)):
-            dw_bias = None if self.dwconv.bias is None else self.dwconv.bias[part]
-            y = _rows_product(x, w_b[:, part], bias[:, part])
-            halves.append(F.conv2d(y, self.dwconv.weight[part], dw_bias, padding=1, groups=hidden))
-        return _pointwise(F.gelu(halves[0]) * halves[1], self.project_out)
+        parts = (slice(0, hidden), slice(hidden, 2 * hidden))
+        y1, y2 = (_rows_product(x, w_b[:, part], bias[:, part]) for part in parts)
+        halves = [self.dwconv.apply_to(y, part) for y, part in zip((y1, y2), parts, strict=True)]
+        return _pointwise(F.gelu(halves[0]).mul_(halves[1]), self.project_out)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The FFN after its modulated ``project_in``: depthwise conv, GELU gate, ``project_out``."""
@@ -342,7 +361,7 @@ class OverlapPatchEmbed(nn.Module):
 
     def __init__(self, in_c: int = 3, embed_dim: int = 48, bias: bool = False) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
+        self.proj = InferenceConv2d(in_c, embed_dim, kernel_size=3, padding=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
@@ -354,7 +373,7 @@ class Downsample(nn.Module):
     def __init__(self, n_feat: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2)
+            InferenceConv2d(n_feat, n_feat // 2, kernel_size=3, padding=1, bias=False), nn.PixelUnshuffle(2)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -367,7 +386,7 @@ class Upsample(nn.Module):
     def __init__(self, n_feat: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2)
+            InferenceConv2d(n_feat, n_feat * 2, kernel_size=3, padding=1, bias=False), nn.PixelShuffle(2)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -437,10 +456,10 @@ class DIRformer(nn.Module):
         self.down3_4 = Downsample(dim * 4)
         self.latent = level(num_blocks[3], 8, heads[3])
         self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
+        self.reduce_chan_level3 = InferenceConv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
         self.decoder_level3 = level(num_blocks[2], 4, heads[2])
         self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
+        self.reduce_chan_level2 = InferenceConv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
         self.decoder_level2 = level(num_blocks[1], 2, heads[1])
         self.up2_1 = Upsample(dim * 2)  # no 1x1 reduction at level 1: the decoder runs at 2*dim
         self.decoder_level1 = level(num_blocks[0], 2, heads[0])
@@ -450,8 +469,8 @@ class DIRformer(nn.Module):
             self.tail = X4Tail(dim * 2, out_channels)
         else:
             if dual_pixel_task:
-                self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
-            self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+                self.skip_conv = InferenceConv2d(dim, dim * 2, kernel_size=1, bias=bias)
+            self.output = InferenceConv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def check_size(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is (B, C, H, W) with H, W multiples of ``multiple_of``."""

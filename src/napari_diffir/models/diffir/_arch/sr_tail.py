@@ -16,11 +16,14 @@ The composed weights are built in float64 on first use and kept until a weight c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .onednn import traced
+from .weight_cache import cached, cast
 
 __all__ = ["X4Tail"]
 
@@ -40,7 +43,6 @@ class X4Tail(nn.Sequential):
             nn.Conv2d(width, 4 * width, 3, padding=1), nn.PixelShuffle(2),
         )
         super().__init__(upsampler, nn.Conv2d(width, out_channels, 3, padding=1))
-        self._composed: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     def convs(self) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
         return self[0][0], self[0][2], self[1]
@@ -49,31 +51,55 @@ class X4Tail(nn.Sequential):
         rows, cols = 4 * x.shape[-2], 4 * x.shape[-1]
         if torch.is_grad_enabled() or traced() or min(rows, cols) <= 2 * _BORDER:
             return super().forward(x)
-        weight, bias = self.composed()
-        out = F.pixel_shuffle(F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), padding=2), 4)
+        weight, bias = self.composed(x.dtype)
+        out = F.pixel_shuffle(F.conv2d(x, weight, bias, padding=2), 4)
         if out.dtype != x.dtype:  # autocast: the strips come out in the same precision
             x = x.to(out.dtype)
+        convs = [(cast(c, "weight", c.weight, x.dtype), cast(c, "bias", c.bias, x.dtype)) for c in self.convs()]
         b = _BORDER
-        for r0, r1, c0, c1 in ((0, b, 0, cols), (rows - b, rows, 0, cols),
-                               (b, rows - b, 0, b), (b, rows - b, cols - b, cols)):
-            out[:, :, r0:r1, c0:c1] = _exact_region(self.convs(), x, (r0, r1), (c0, c1))
+        for r0, r1 in ((0, b), (rows - b, rows)):  # top and bottom strips, full width
+            out[:, :, r0:r1, :] = _exact_region(convs, x, (r0, r1), (0, cols))
+        # the left and right strips are tall and 4 pixels wide, where oneDNN's convolutions run
+        # 2-2.5x slower than on wide ones: they are computed on the transposed map
+        xt, transposed = x.transpose(-1, -2), self.transposed(x.dtype)
+        for c0, c1 in ((0, b), (cols - b, cols)):
+            out[:, :, b : rows - b, c0:c1] = _exact_region(transposed, xt, (c0, c1), (b, rows - b)).transpose(-1, -2)
         return out
 
-    def composed(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (16 * out, n, 5, 5) weight and bias of the head as one convolution (cached)."""
+    def transposed(self, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) of the three convolutions acting on spatially transposed maps, in ``dtype``.
+
+        A convolution commutes with the transpose when its kernel is transposed; a pixel shuffle
+        does when the two sub-pixel bits of its input channels are swapped (channel
+        ``4c + 2i + j`` becomes ``4c + 2j + i``), so the first two convolutions' outputs are
+        permuted so.
+        """
+        convs = self.convs()
+        params = [p for conv in convs for p in (conv.weight, conv.bias)]
+
+        def build() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            out = []
+            for step, conv in enumerate(convs):
+                weight, bias = conv.weight.detach(), conv.bias.detach()
+                if step < 2:
+                    perm = torch.arange(weight.shape[0], device=weight.device).view(-1, 2, 2).transpose(1, 2).reshape(-1)
+                    weight, bias = weight[perm], bias[perm]
+                out.append((weight.transpose(-1, -2).contiguous().to(dtype), bias.to(dtype)))
+            return out
+
+        return cached(self, f"transposed:{dtype}", params, build)
+
+    def composed(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (16 * out, n, 5, 5) weight and bias of the head as one convolution, in ``dtype``
+        (default: the weights'), cached until a weight changes."""
         params = [p for conv in self.convs() for p in (conv.weight, conv.bias)]
-        key = tuple((p.data_ptr(), _version(p), p.dtype, p.device) for p in params)
-        if self._composed is None or self._composed[0] != key:
-            with torch.no_grad():
-                weight, bias = compose(*self.convs())
-            self._composed = (key, weight.to(params[0].dtype), bias.to(params[0].dtype))
-        return self._composed[1], self._composed[2]
+        dtype = params[0].dtype if dtype is None else dtype
 
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            weight, bias = compose(*self.convs())
+            return weight.to(dtype), bias.to(dtype)
 
-def _version(t: torch.Tensor) -> int | None:
-    """In-place changes bump it; tensors made under inference mode have none (None: never stale
-    by version, only by storage)."""
-    return None if t.is_inference() else t._version
+        return cached(self, f"composed:{dtype}", params, build)
 
 
 def compose(conv1: nn.Conv2d, conv2: nn.Conv2d, conv3: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,9 +147,11 @@ def _after(kernel: torch.Tensor, conv_weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _exact_region(convs: tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d], x: torch.Tensor,
+def _exact_region(convs: Sequence[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
                   rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
     """The head's output over ``rows`` x ``cols`` (output pixels), from the input it depends on.
+
+    ``convs``: the (weight, bias) of the three convolutions, in ``x``'s dtype.
 
     Walks back from the region to the input rows and columns each layer needs (a 3x3 convolution
     one more on each side, within its map; a shuffle the coarser cells under them), then runs the
@@ -132,9 +160,9 @@ def _exact_region(convs: tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d], x: torch.Tensor
     plans = [_axis_plan(rows, x.shape[-2]), _axis_plan(cols, x.shape[-1])]
     (y0, y1), (x0, x1) = plans[0][0][0], plans[1][0][0]
     t = x[:, :, y0:y1, x0:x1]
-    for step, conv in enumerate(convs):
+    for step, (weight, bias) in enumerate(convs):
         pad_y, pad_x = plans[0][step][1], plans[1][step][1]
-        t = F.conv2d(F.pad(t, (*pad_x, *pad_y)), conv.weight.to(t.dtype), conv.bias.to(t.dtype))
+        t = F.conv2d(F.pad(t, (*pad_x, *pad_y)), weight, bias)
         if step < 2:
             t = F.pixel_shuffle(t, 2)
             (sy, ly), (sx, lx) = plans[0][step + 1][2], plans[1][step + 1][2]

@@ -1,0 +1,64 @@
+"""``nn.Conv2d`` whose inference under autocast reuses its weights cast once.
+
+In a bf16 forward under autocast, every convolution's float32 weight is cast again: autocast's
+cache lasts one autocast region, i.e. one tile. :class:`InferenceConv2d` keeps the cast weight
+(``weight_cache``) and passes it on, so autocast has nothing left to cast. Same parameters, keys
+and values as ``nn.Conv2d``; without autocast, with autograd, tracing or compiling it runs
+``nn.Conv2d``'s forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .weight_cache import cached, inference
+
+__all__ = ["InferenceConv2d", "autocast_dtype"]
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes convolutions and products in on ``device_type``, None when off."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if device_type == "cuda" and torch.is_autocast_enabled() else None
+
+
+class InferenceConv2d(nn.Conv2d):
+    """``nn.Conv2d``; in inference under autocast, with its weights cast to autocast's dtype once."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_to(x)
+
+    def apply_to(self, x: torch.Tensor, part: slice | None = None) -> torch.Tensor:
+        """This convolution of ``x``; with ``part`` (depthwise only), just those channels, of an
+        ``x`` that holds only them (the FFN's two halves)."""
+        if part is not None and not (self.groups == self.in_channels == self.out_channels):
+            raise ValueError("InferenceConv2d.apply_to(part=...) needs a depthwise convolution")
+        weight, bias = self.weight, self.bias
+        dtype = autocast_dtype(x.device.type)
+        # autocast casts float32 (not float64) weights; a cast made once gives the same values
+        if dtype is not None and weight.dtype == torch.float32 and inference(weight):
+            params = (weight,) if bias is None else (weight, bias)
+            name = f"cast:{dtype}:{None if part is None else (part.start, part.stop)}"
+
+            def cast() -> tuple[torch.Tensor, torch.Tensor | None]:
+                w = weight.detach() if part is None else weight.detach()[part]
+                b = None if bias is None else (bias.detach() if part is None else bias.detach()[part])
+                return w.to(dtype), None if b is None else b.to(dtype)
+
+            return self._conv(x, *cached(self, name, params, cast), part)
+        if part is not None:
+            weight, bias = weight[part], None if bias is None else bias[part]
+        return self._conv(x, weight, bias, part)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, part: slice | None) -> torch.Tensor:
+        if part is None:
+            return self._conv_forward(x, weight, bias)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, x.shape[1])

@@ -33,8 +33,9 @@ rest leaves room for other CPUs, not for fp16/bf16 or GPUs, which the test outpu
 
 _MODULES = {
     "diffir": ["napari_diffir.noise", "napari_diffir.models.schedules",
-               "napari_diffir.models.diffir._arch.layernorm", "napari_diffir.models.diffir._arch.cpen",
-               "napari_diffir.models.diffir._arch.onednn", "napari_diffir.models.diffir._arch.sr_tail",
+               "napari_diffir.models.diffir._arch.onednn", "napari_diffir.models.diffir._arch.weight_cache",
+               "napari_diffir.models.diffir._arch.inference_conv", "napari_diffir.models.diffir._arch.layernorm",
+               "napari_diffir.models.diffir._arch.cpen", "napari_diffir.models.diffir._arch.sr_tail",
                "napari_diffir.models.diffir._arch.dirformer", "napari_diffir.models.diffir._arch.ipr_diffusion",
                "napari_diffir.models.diffir._arch.diffir", "napari_diffir.bioimageio.packaged_diffir"],
     "srdiff": ["napari_diffir.noise", "napari_diffir.models.schedules", "napari_diffir.models.samplers",

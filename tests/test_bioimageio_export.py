@@ -31,7 +31,7 @@ def diffir_export(tmp_path_factory):
 def srdiff_export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export-srdiff")
     ckpt = tiny_srdiff_checkpoint(folder / "sr.safetensors")
-    options = {"sampler": "ddim", "steps": 4}
+    options = {"sampler": "ddim", "steps": 4, "temperature": 0.5}
     return ckpt, options, export_bioimageio(ckpt, folder / "srdiff.zip", seed=3, options=options)
 
 

@@ -36,7 +36,8 @@ def documentation(*, name: str, family: str, description: str, card: dict[str, A
              "so it differs from napari-diffir's tiled run, whose noise field spans the whole image.",
              ]
     if run.get("sampler"):
-        lines.append(f"- Sampler: {run['sampler']}, {run['steps']} steps, eta {run['eta']}.")
+        lines.append(f"- Sampler: {run['sampler']}, {run['steps']} steps, eta {run['eta']}, "
+                     f"temperature {run.get('temperature', 1.0)}.")
     lines += [f"- Reproducibility tolerance: absolute {tolerance:g} (normalised units) on CPU, float32.", ""]
     if card:
         lines += _card_sections(card)

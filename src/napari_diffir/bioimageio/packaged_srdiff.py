@@ -28,13 +28,15 @@ class PackagedSRDiff(nn.Module):
     :param sampler: ``ddpm``, ``ddim``, ``dpm++2m`` or ``dpm++2m-sde``.
     :param steps: sampling steps (``None``: the sampler's default).
     :param eta: DDIM stochasticity (its draws come from the fixed field too).
+    :param temperature: scale of every draw (1: the model's distribution; see ``SRDiff.sample``).
     """
 
     def __init__(self, *, hyperparameters: dict, seed: int, sampler: str, steps: int | None = None,
-                 eta: float = 0.0) -> None:
+                 eta: float = 0.0, temperature: float = 1.0) -> None:
         super().__init__()
         self.model = SRDiff(**hyperparameters)
         self.seed, self.sampler, self.steps, self.eta = int(seed), str(sampler), steps, float(eta)
+        self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seed = self.seed
@@ -46,5 +48,5 @@ class PackagedSRDiff(nn.Module):
 
         img_lr = x.float() * 2 - 1
         sr = self.model.sample(img_lr, self.model.upsample_lr(img_lr), steps=self.steps, sampler=self.sampler,
-                               eta=self.eta, noise=noise)
+                               eta=self.eta, noise=noise, temperature=self.temperature)
         return ((sr + 1) / 2).to(x.dtype)

@@ -82,8 +82,10 @@ def packaged_module(src: ExportSource, seed: int):
         sampler = restorer.options.get("sampler") or FAST_DEFAULT_SAMPLER
         steps = restorer.options.get("steps") or default_steps(sampler, net.num_timesteps)
         eta = float(restorer.options.get("eta") or 0.0)
-        kwargs = {"hyperparameters": hp, "seed": fixed, "sampler": sampler, "steps": int(steps), "eta": eta}
-        run.update(sampler=sampler, steps=int(steps), eta=eta)
+        temperature = float(restorer.temperature)
+        kwargs = {"hyperparameters": hp, "seed": fixed, "sampler": sampler, "steps": int(steps), "eta": eta,
+                  "temperature": temperature}
+        run.update(sampler=sampler, steps=int(steps), eta=eta, temperature=temperature)
         module = PackagedSRDiff(**kwargs)
     module.model.load_state_dict(net.state_dict())
     return module.eval(), kwargs, run

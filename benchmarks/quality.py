@@ -119,15 +119,18 @@ def _previous_rows(path: str | None) -> tuple[dict, dict]:
     return rows, old.get("timing_s", {})
 
 
+def _owner(key: str) -> str:
+    """The restorer a result column (or timing label) belongs to: ``srdiff-sr4 ddpm-100 ssim`` -> ``srdiff-sr4``."""
+    for suffix in (" ssim", " lr-psnr"):
+        key = key.removesuffix(suffix)
+    return key.removesuffix(" ddpm-100")
+
+
 def _reused(prev: dict | None, measured: set[str]) -> dict:
     """The columns of ``prev`` that belong to no restorer measured now (baselines, other models)."""
     if prev is None:
         return {}
-    def owner(key: str) -> str:
-        for suffix in (" ssim", " lr-psnr"):
-            key = key.removesuffix(suffix)
-        return key.removesuffix(" ddpm-100")
-    return {k: v for k, v in prev.items() if k not in ("image", "noise") and owner(k) not in measured}
+    return {k: v for k, v in prev.items() if k not in ("image", "noise") and _owner(k) not in measured}
 
 
 def run(quick: bool = False, figure: str | None = None, json_path: str | None = None, seed: int = 0,
@@ -212,7 +215,7 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
             fig_panels["sr"] = (hr, outs)
 
     # reused columns keep their earlier timing (the figure's nlmeans is re-run on one image only)
-    results["timing_s"].update({k: v for k, v in old_timing.items() if k.removesuffix(" ddpm-100") not in measured})
+    results["timing_s"].update({k: v for k, v in old_timing.items() if _owner(k) not in measured})
     print_tables(results)
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=2))

@@ -13,21 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .onednn import autocast_dtype
 from .weight_cache import cached, inference
 
-__all__ = ["InferenceConv2d", "autocast_dtype"]
-
-
-def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype autocast computes convolutions and products in on ``device_type``, None when off."""
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # torch < 2.4
-        if device_type == "cpu":
-            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-        return torch.get_autocast_gpu_dtype() if device_type == "cuda" and torch.is_autocast_enabled() else None
+__all__ = ["InferenceConv2d"]
 
 
 class InferenceConv2d(nn.Conv2d):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["compiling", "linear", "onednn_available", "traced"]
+__all__ = ["autocast_dtype", "compiling", "linear", "onednn_available", "traced"]
 
 
 def onednn_available() -> bool:
@@ -42,11 +42,16 @@ def traced() -> bool:
     return torch.jit.is_tracing() or compiling()
 
 
-def _autocast_on() -> bool:
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes convolutions and products in on ``device_type``, None when off."""
     try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if device_type == "cuda" and torch.is_autocast_enabled() else None
 
 
 def _fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
@@ -61,7 +66,7 @@ def _fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> b
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return False
     # under autocast F.linear would compute float32 operands in bf16; bf16 ones it runs as they are
-    return x.dtype == torch.bfloat16 or not _autocast_on()
+    return x.dtype == torch.bfloat16 or autocast_dtype("cpu") is None
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,5 +77,3 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if _fits(x, weight, bias):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
-
-

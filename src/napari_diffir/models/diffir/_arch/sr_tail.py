@@ -47,6 +47,10 @@ class X4Tail(nn.Sequential):
     def convs(self) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
         return self[0][0], self[0][2], self[1]
 
+    def _params(self) -> list[torch.Tensor]:
+        """Every weight and bias of the three convolutions: what the cached derived kernels depend on."""
+        return [p for conv in self.convs() for p in (conv.weight, conv.bias)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         rows, cols = 4 * x.shape[-2], 4 * x.shape[-1]
         if torch.is_grad_enabled() or traced() or min(rows, cols) <= 2 * _BORDER:
@@ -75,7 +79,6 @@ class X4Tail(nn.Sequential):
         permuted so.
         """
         convs = self.convs()
-        params = [p for conv in convs for p in (conv.weight, conv.bias)]
 
         def build() -> list[tuple[torch.Tensor, torch.Tensor]]:
             out = []
@@ -87,12 +90,12 @@ class X4Tail(nn.Sequential):
                 out.append((weight.transpose(-1, -2).contiguous().to(dtype), bias.to(dtype)))
             return out
 
-        return cached(self, f"transposed:{dtype}", params, build)
+        return cached(self, f"transposed:{dtype}", self._params(), build)
 
     def composed(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The (16 * out, n, 5, 5) weight and bias of the head as one convolution, in ``dtype``
         (default: the weights'), cached until a weight changes."""
-        params = [p for conv in self.convs() for p in (conv.weight, conv.bias)]
+        params = self._params()
         dtype = params[0].dtype if dtype is None else dtype
 
         def build() -> tuple[torch.Tensor, torch.Tensor]:

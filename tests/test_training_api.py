@@ -208,6 +208,33 @@ def test_region_split_keeps_pairs_aligned_at_the_scale():
     assert (va[0][1] == va[0][2][::2, ::2]).all()
 
 
+def test_image_split_is_drawn_over_every_plane_so_a_larger_patch_moves_none():
+    """Planes a patch size skips drop out of their part; no other plane changes sides."""
+    from napari_diffir.training.data import TrainingDataError, split_validation
+
+    names = [f"p{i}" for i in range(20)]
+    items = [(n, None) for n in names]
+    train_all, val_all = split_validation(items, 0.25, 3, names=names)
+    fewer = [it for it in items if it[0] not in {"p1", "p7"}]
+    train_few, val_few = split_validation(fewer, 0.25, 3, names=names)
+    assert {n for n, _ in val_few} == {n for n, _ in val_all} - {"p1", "p7"}
+    assert {n for n, _ in train_few} == {n for n, _ in train_all} - {"p1", "p7"}
+    assert split_validation(items, 0.25, 3) == (train_all, val_all)  # the items' own names by default
+    held = [it for it in items if it[0] not in {n for n, _ in val_all}]
+    with pytest.raises(TrainingDataError, match="No validation image is left"):
+        split_validation(held, 0.25, 3, names=names)
+
+
+def test_cli_validates_on_the_same_builtin_images_at_a_larger_patch(tmp_path):
+    """skimage's 102-px microaneurysms fits 16-px patches, not 104-px ones: only it leaves the split."""
+    cards = [train(parse_train_args([*TINY, "--data", "builtin:skimage", "--patch-size", str(p), "--val-fraction",
+                                     "0.3", "--steps", "1", "--out", tmp_path / f"run{p}"]), log=lambda m: None)
+             for p in (16, 104)]
+    small, large = (c["data"] for c in cards)
+    assert large["images"] == small["images"] - 1
+    assert set(large["val_images"]) == set(small["val_images"]) - {"skimage/microaneurysms.png"}
+
+
 def test_noise_levels_are_estimated_from_a_noisy_image():
     """Gaussian sigma and Poisson peak come back within 15 % and the kind is told apart."""
     rng = np.random.default_rng(0)

@@ -203,8 +203,10 @@ def prepare(args: argparse.Namespace):
                      "val_split": args.val_split, "val_images": [n for n, *_ in val_items]}
     else:
         sources = args.data or DEFAULT_DATA
-        images = D.load_images(sources, min_size=p, n_synthetic=args.n_synthetic, seed=args.seed)
-        train_items, val_items = split(images, args.val_split, args.val_fraction, args.seed, p)
+        planes = D.resolve_sources(sources, n_synthetic=args.n_synthetic, seed=args.seed)
+        images = D.fit_patch(planes, p)
+        train_items, val_items = split(images, args.val_split, args.val_fraction, args.seed, p,
+                                       names=[n for n, _ in planes])
         sampler = D.PatchSampler([a for _, a in train_items], p, degradation, scale=scale)
         val_sampler = D.PatchSampler([a for _, a in val_items], p, degradation, scale=scale, augment=False)
         data_card = {"sources": list(sources), "images": len(images), "train": len(train_items),

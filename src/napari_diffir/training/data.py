@@ -22,6 +22,7 @@ __all__ = [
     "PairedSampler",
     "PatchSampler",
     "TrainingDataError",
+    "fit_patch",
     "load_images",
     "make_validation",
     "load_paired",
@@ -245,9 +246,16 @@ def load_images(
     Raises :class:`TrainingDataError` (before any training) when nothing is readable or an
     image is smaller than ``min_size`` (the patch size) in either dimension.
     """
-    named = resolve_sources(sources, n_synthetic=n_synthetic, seed=seed)
+    return fit_patch(resolve_sources(sources, n_synthetic=n_synthetic, seed=seed), min_size)
+
+
+def fit_patch(named: list[tuple[str, np.ndarray]], min_size: int) -> list[tuple[str, np.ndarray]]:
+    """The planes of :func:`resolve_sources` that hold a ``min_size`` patch, each normalised to [0, 1].
+
+    Built-in planes too small are skipped (curated lists, not the user's data); a user's image
+    too small is an error naming it.
+    """
     builtin_names = ("skimage/", "nuclei.tif[", "2D_timelapse.tif[", "synthetic[")
-    # built-in collections are curated lists, not the user's data: just skip what cannot fit
     named = [(n, a) for n, a in named if not (n.startswith(builtin_names) and min(a.shape) < min_size)]
     if not named:
         raise TrainingDataError(f"No built-in training image is at least {min_size} px; use a smaller --patch-size")
@@ -291,18 +299,33 @@ def load_paired(lq_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, scale: 
     return pairs
 
 
-def split_validation(items: list, fraction: float, seed: int, minimum: int = 1) -> tuple[list, list]:
+def split_validation(
+    items: list, fraction: float, seed: int, minimum: int = 1, names: Sequence[str] | None = None
+) -> tuple[list, list]:
     """Deterministically move ``fraction`` of ``items`` (at least ``minimum``) to a validation set.
 
     With a single item there is nothing to hold out: it is used for both (and the model card
     says so through the returned lists being identical).
+
+    :param names: the names of every plane the draw is made over, of which ``items`` (named by
+        their first element) are a subset; default: the items' own. The draw depends only on
+        this list, so a patch size that skips a few built-in planes moves no other plane between
+        training and validation (a fine-tune with larger patches validates on the same images).
     """
+    if names is None:
+        names = [it[0] for it in items]
     if len(items) < 2 or fraction <= 0:
         return list(items), list(items)
-    order = np.random.default_rng(seed).permutation(len(items))
-    n_val = min(len(items) - 1, max(minimum, int(round(fraction * len(items)))))
-    val_idx = set(order[:n_val].tolist())
-    return [it for i, it in enumerate(items) if i not in val_idx], [it for i, it in enumerate(items) if i in val_idx]
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = min(len(names) - 1, max(minimum, int(round(fraction * len(names)))))
+    held = {names[i] for i in order[:n_val].tolist()}
+    train, val = [it for it in items if it[0] not in held], [it for it in items if it[0] in held]
+    if not val or not train:
+        part = "validation" if not val else "training"
+        raise TrainingDataError(
+            f"No {part} image is left: the images drawn for it are all smaller than the patch size; "
+            "use a smaller patch size or a larger validation fraction")
+    return train, val
 
 
 # --------------------------------------------------------------------------- sampling

@@ -10,6 +10,7 @@ held out) or by *region* (a band along the long side of every plane held out), a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,18 +21,20 @@ __all__ = ["SPLITS", "split"]
 SPLITS = ("image", "plane", "region")
 
 
-def split(items: list[tuple], how: str, fraction: float, seed: int, patch: int, scale: int = 1) -> tuple[list, list]:
+def split(items: list[tuple], how: str, fraction: float, seed: int, patch: int, scale: int = 1,
+          names: Sequence[str] | None = None) -> tuple[list, list]:
     """Split named planes ``(name, image)`` or pairs ``(name, lq, gt)`` into (train, val).
 
     ``patch`` is the GT patch side and ``scale`` the LQ->GT factor (pairs only): both parts of a
-    region split must still hold one patch.
+    region split must still hold one patch. ``names``: every plane's name before the patch size
+    skipped any (see :func:`~.data.split_validation`), for the image and plane splits.
     """
     if how not in SPLITS:
         raise TrainingDataError(f"Validation split must be one of {', '.join(SPLITS)}, but got {how!r}")
     if not items:
         raise TrainingDataError("No training images")
     if how == "image":
-        return split_validation(items, fraction, seed)
+        return split_validation(items, fraction, seed, names=names)
     if not 0 < fraction < 1:
         raise TrainingDataError(f"The validation fraction must be between 0 and 1, but got {fraction}")
     if how == "plane":
@@ -39,7 +42,7 @@ def split(items: list[tuple], how: str, fraction: float, seed: int, patch: int, 
             raise TrainingDataError(
                 f"Validation by plane needs at least 2 planes, but the data has {len(items)} ({items[0][0]}); "
                 "split by region instead")
-        return split_validation(items, fraction, seed)
+        return split_validation(items, fraction, seed, names=names)
     train, val = [], []
     for item in items:
         t, v = _split_region(item, fraction, patch, scale)

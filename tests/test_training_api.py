@@ -127,6 +127,23 @@ def test_a_budgeted_schedule_decays_within_the_budget(one_image, tmp_path):
     assert any(f"the schedule runs over {total} steps to fit the time budget of 0.05 min" in m for m in logs)
 
 
+def test_a_budgeted_stage_2_prices_its_warm_up_and_joint_phases_apart(one_image, tmp_path):
+    """Stage 2 from stage 1 times its first steps in the cheap encoder warm-up; the DIRformer's
+    joint phase is timed too before the schedule is fixed, so the run still ends on its total
+    (priced at the warm-up's pace alone, the budget ran out a fraction of the way in)."""
+    base = [*TINY, "--data", one_image, "--val-split", "region", "--val-every", "1000"]
+    train(parse_train_args([*base, "--steps", "2", "--out", tmp_path / "s1"]), log=lambda m: None)
+    seen, logs = [], []
+    card = train(parse_train_args([*base, "--stage", "2", "--s1", tmp_path / "s1" / "best.safetensors",
+                                   "--steps", "100000", "--max-minutes", "0.05", "--out", tmp_path / "s2"]),
+                 progress=seen.append, log=logs.append)
+    steps = [p for p in seen if p.event == "step"]
+    total = card["training"]["schedule_steps"]
+    assert card["training"]["schedule"] == "budget" and total < 100000
+    assert steps[-1].step >= 0.8 * total
+    assert any(p.parts.get("pix") is not None for p in steps)  # it reached the joint phase
+
+
 def test_a_resumed_budgeted_run_keeps_its_recorded_schedule(one_image, tmp_path):
     """Cancelled after the schedule was fitted, the run resumes over the same total, even with a
     larger budget: it is not fitted again and ends exactly on the recorded total."""

@@ -155,6 +155,11 @@ class Stage2(nn.Module):
     def encoder_steps(self, total: int) -> int:
         return int(round(self.encoder_fraction * total))
 
+    def phase_starts(self) -> tuple:
+        """Where a dearer phase begins, as a function of the schedule's length: the DIRformer
+        joins the encoder warm-up (a time budget prices the two phases apart)."""
+        return (self.encoder_steps,) if self.s1_encoder is not None and 0 < self.encoder_fraction < 1 else ()
+
     def lr_at(self, step: int, total: int, base_lr: float) -> float:
         enc = self.encoder_steps(total)
         if step < enc:  # official: 2e-4 * 0.1 ** (iter // 60k) during the 100k warm-up

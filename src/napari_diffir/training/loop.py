@@ -84,6 +84,8 @@ class Stage(Protocol):
     def loss(self, lq: torch.Tensor, gt: torch.Tensor, step: int, total: int) -> tuple[torch.Tensor, dict]: ...
     def predict(self, net: nn.Module, lq: torch.Tensor, seed: int, gt: torch.Tensor | None = None) -> torch.Tensor: ...
     def export(self, net: nn.Module) -> tuple[nn.Module, dict]: ...
+    # optional: phase_starts() -> tuple of functions total -> first step of a phase that costs
+    # more per step than the first (a time budget then times each before fixing the schedule)
 
 
 class EMA:
@@ -357,14 +359,32 @@ def run_stage(
                                   validation=state.history[-1] if state.history else None,
                                   elapsed_s=round(elapsed, 3), eta_s=eta))
 
-    def fit_schedule() -> None:
-        """Fix the schedule's length to the steps left in the budget at the measured pace."""
+    def fit_schedule(lq: torch.Tensor, gt: torch.Tensor) -> None:
+        """Fix the schedule's length to the steps left in the budget at the measured pace.
+
+        A stage whose later phases cost more per step (DiffIR stage 2's DIRformer joins after
+        the encoder warm-up) has each of them timed on this batch first, without an update.
+        """
         timed = step_times[1:] or step_times  # the first step pays for allocations
         per_step = float(np.median(timed))
-        if cfg.val_every and val_times:
-            per_step += float(np.mean(val_times)) / cfg.val_every
+        overhead = float(np.mean(val_times)) / cfg.val_every if cfg.val_every and val_times else 0.0
         left = cfg.max_minutes * 60 * BUDGET_MARGIN - (time.time() - session_start)
-        state.schedule_total = min(cfg.steps, state.step + max(1, int(left / per_step)))
+        starts = getattr(stage, "phase_starts", None)
+        if starts is None:
+            fits = max(1, int(left / (per_step + overhead)))
+        else:
+            later = {f: probe_step(stage, opt, lq, gt, f(cfg.steps), cfg.steps, cfg.amp, device.type)
+                     for f in starts()}
+
+            def cost(total: int) -> float:
+                bounds = sorted((min(total, max(state.step, f(total))), c) for f, c in later.items())
+                edges = [state.step, *(b for b, _ in bounds), total]
+                prices = [per_step, *(c for _, c in bounds)]
+                return sum((b - a) * (c + overhead) for a, b, c in zip(edges[:-1], edges[1:], prices, strict=True))
+
+            fits = _largest(lambda n: cost(state.step + n) <= left, cfg.steps - state.step)
+        state.schedule_total = min(cfg.steps, state.step + fits)
+        per_step = (left / fits) if fits else per_step
         if bar is not None:
             bar.total = state.schedule_total
             bar.refresh()
@@ -422,7 +442,7 @@ def run_stage(
         step_times.append(time.time() - step_started)
         last.update(loss=losses[-1], parts=logs, lr=lr)
         if schedule_kind() == "measuring" and len(step_times) >= BUDGET_PROBE_STEPS:
-            fit_schedule()
+            fit_schedule(lq, gt)
         report("step")
         if bar is not None:
             bar.update(1)
@@ -466,6 +486,30 @@ def train_step(stage: Stage, opt: torch.optim.Optimizer, lq: torch.Tensor, gt: t
     opt.step()
     # stages return detached tensors (no graph break under torch.compile); floats from here on
     return loss.detach(), {k: float(v) for k, v in logs.items()}
+
+
+def probe_step(stage: Stage, opt: torch.optim.Optimizer, lq: torch.Tensor, gt: torch.Tensor, step: int,
+               total: int, amp: str = "bf16", device_type: str = "cpu") -> float:
+    """Seconds of forward and backward of ``stage`` at ``step``, with no update (the weights, the
+    optimiser and the RNG of the training steps, which reseed every step, stay as they were)."""
+    times = []
+    for _ in range(2):  # the first pays for the phase's allocations
+        started = time.time()
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss, _ = stage.loss(lq, gt, step, total)
+        loss.float().backward()
+        times.append(time.time() - started)
+        opt.zero_grad(set_to_none=True)
+    return times[-1]
+
+
+def _largest(fits: Callable[[int], bool], limit: int) -> int:
+    """The largest n in 1..limit with ``fits(n)`` (1 when none does), for a monotone ``fits``."""
+    lo, hi = 1, max(1, limit)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
 
 
 def step_batch(sampler: Any, seed: int, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

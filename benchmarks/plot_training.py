@@ -5,7 +5,8 @@
 Each RUN_DIR is a ``napari-diffir train --out`` folder (its ``log.jsonl``). Runs that continue
 one another (a fine-tune started with ``--init`` from the previous run's weights) are drawn as
 one curve per model name when ``NAME=DIR1,DIR2`` is given: steps and hours add up in that order.
-Hours are the runs' own wall time on one thread, i.e. CPU-core hours.
+Each later run continues from the checkpoint it was initialised with (its card's
+``initialised_from``). Hours are the runs' own wall time on one thread, i.e. CPU-core hours.
 """
 
 from __future__ import annotations
@@ -17,18 +18,45 @@ from pathlib import Path
 
 
 def read_curve(run_dirs: list[Path]) -> list[dict]:
-    """Validation points of consecutive runs, with steps and hours offset by the earlier runs."""
+    """Validation points of consecutive runs, each run offset to where its weights came from.
+
+    A run started with ``--init`` from an earlier run's best checkpoint continues that run's
+    curve at the step (and wall time) of that checkpoint, read from its card's
+    ``initialised_from``, not at the earlier run's last validation; without that record, at the
+    last validation. Steps and hours are those of the weights' own history; hours an earlier run
+    spent past the checkpoint taken are not on the curve (:func:`spent_hours` counts them).
+    """
     points: list[dict] = []
-    step0 = hours0 = 0.0
-    for d in run_dirs:
-        rows = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines() if line.strip()]
-        vals = [r for r in rows if r.get("event") == "val"]
-        for r in vals:
-            points.append({"step": step0 + r["step"], "hours": hours0 + r["wall_time_s"] / 3600,
+    start = {"step": 0.0, "hours": 0.0}
+    for i, d in enumerate(run_dirs):
+        if i and points:
+            init = _card(d).get("initialised_from", {}).get("training", {})
+            if "steps" in init and "wall_time_s" in init:
+                start = {"step": start["step"] + init["steps"], "hours": start["hours"] + init["wall_time_s"] / 3600}
+            else:
+                start = {"step": points[-1]["step"], "hours": points[-1]["hours"]}
+        for r in _vals(d):
+            points.append({"step": start["step"] + r["step"], "hours": start["hours"] + r["wall_time_s"] / 3600,
                            "psnr": r["psnr"], "run": d.name})
-        if vals:
-            step0, hours0 = points[-1]["step"], points[-1]["hours"]
     return points
+
+
+def spent_hours(run_dirs: list[Path]) -> float:
+    """Wall hours of all the runs (one thread each: CPU-core hours), tails past a taken checkpoint included."""
+    return sum(json.loads((d / "state.json").read_text())["wall_time"] for d in run_dirs
+               if (d / "state.json").is_file()) / 3600
+
+
+def _vals(d: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("event") == "val"]
+
+
+def _card(d: Path) -> dict:
+    for name in ("final.json", "best.json"):
+        if (d / name).is_file():
+            return json.loads((d / name).read_text())
+    return {}
 
 
 def main(argv=None) -> int:
@@ -37,11 +65,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--json", help="also write the curves as JSON")
     args = p.parse_args(argv)
-    curves = {}
+    curves, spent = {}, {}
     for spec in args.runs:
         name, _, dirs = spec.rpartition("=")
         paths = [Path(x) for x in dirs.split(",")]
-        curves[name or paths[-1].parent.name] = read_curve(paths)
+        name = name or paths[-1].parent.name
+        curves[name], spent[name] = read_curve(paths), spent_hours(paths)
 
     import matplotlib
 
@@ -62,8 +91,9 @@ def main(argv=None) -> int:
     for name, pts in curves.items():
         if pts:
             best = max(pts, key=lambda q: q["psnr"])
-            print(f"{name}: {len(pts)} validations, {pts[-1]['step']:.0f} steps, {pts[-1]['hours']:.2f} h, "
-                  f"first {pts[0]['psnr']:.2f} dB, best {best['psnr']:.2f} dB at step {best['step']:.0f}")
+            print(f"{name}: {len(pts)} validations, {pts[-1]['step']:.0f} steps, {pts[-1]['hours']:.2f} h "
+                  f"({spent[name]:.2f} h spent), first {pts[0]['psnr']:.2f} dB, best {best['psnr']:.2f} dB "
+                  f"at step {best['step']:.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps(curves, indent=1))
     return 0

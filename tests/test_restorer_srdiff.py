@@ -203,14 +203,15 @@ def test_official_checkpoints_sample_at_temperature_1(tiny_weights):
     assert nd.get_restorer("srdiff", weights=tiny_weights, temperature=0.25).temperature == 0.25
 
 
-def test_the_bundled_model_samples_at_its_chosen_temperature():
-    from napari_diffir.restorers.bundled import SRDIFF_SR4_TEMPERATURE, weights_path
+def test_the_bundled_model_samples_at_the_temperature_its_card_records():
+    from napari_diffir.restorers.bundled import model_card, weights_path
 
     if not weights_path("srdiff-sr4").is_file():
         pytest.skip("bundled srdiff-sr4 weights not installed")
+    chosen = model_card("srdiff-sr4")["defaults"]["options"]["temperature"]
     r = nd.get_restorer("srdiff-sr4")
-    assert r.temperature == SRDIFF_SR4_TEMPERATURE < 1.0
-    assert r.info.option("temperature").default == SRDIFF_SR4_TEMPERATURE
+    assert r.temperature == chosen == 0.5
+    assert r.info.option("temperature").default == chosen
     assert nd.get_restorer("srdiff-sr4", temperature=1.0).temperature == 1.0
     from napari_diffir.restorers.srdiff import SRDiffRestorer
 

@@ -81,6 +81,43 @@ def test_an_unreadable_card_is_skipped_with_a_warning(models):
     assert "good-one" in names and "broken" not in names
 
 
+def test_a_cards_recommended_options_are_the_user_models_defaults(models):
+    """srdiff-sr4's card recommends temperature 0.5: a model bundled from it samples at 0.5 unless
+    told otherwise; a card recommending an option the restorer lacks is skipped, naming it."""
+    if not bundled.weights_path("srdiff-sr4").is_file():
+        pytest.skip("bundled srdiff-sr4 weights not installed")
+    bundle(bundled.weights_path("srdiff-sr4"), "my-sr", models)
+    assert json.loads((models / "my-sr.json").read_text())["defaults"]["options"] == {"temperature": 0.5}
+    assert napari_diffir.get_restorer("my-sr").temperature == 0.5
+    assert napari_diffir.get_restorer("my-sr", temperature=1.0).temperature == 1.0
+    bundle(bundled.weights_path("diffir-denoise"), "odd", models, extra={"defaults": {"options": {"strength": 2}}})
+    with pytest.warns(UserWarning, match=r"odd.safetensors is skipped: the model card sets option\(s\) 'strength'"):
+        napari_diffir.registry.reload()
+        names = {i.name for i in napari_diffir.list_restorers()}
+    assert "odd" not in names and "my-sr" in names
+
+
+def test_new_weights_keep_the_recommended_options_of_the_model_they_replace(models, tmp_path, capsys):
+    """Re-bundling under the same name from a card without defaults (a training run's) keeps the
+    replaced model's, says so, and ``{"defaults": {}}`` clears them."""
+    if not bundled.weights_path("srdiff-sr4").is_file():
+        pytest.skip("bundled srdiff-sr4 weights not installed")
+    bundle(bundled.weights_path("srdiff-sr4"), "my-sr", models)
+    run = tmp_path / "run"
+    run.mkdir()
+    card = json.loads(bundled.weights_path("srdiff-sr4").with_suffix(".json").read_text())
+    del card["defaults"]
+    (run / "best.json").write_text(json.dumps(card))
+    (run / "best.safetensors").write_bytes(bundled.weights_path("srdiff-sr4").read_bytes())
+    bundle(run / "best.safetensors", "my-sr", models)
+    assert "keeping the recommended options of the model it replaces, {'temperature': 0.5}" in capsys.readouterr().err
+    assert json.loads((models / "my-sr.json").read_text())["defaults"]["options"] == {"temperature": 0.5}
+    bundle(run / "best.safetensors", "my-sr", models, extra={"defaults": {}})
+    assert json.loads((models / "my-sr.json").read_text())["defaults"] == {}
+    napari_diffir.registry.reload()
+    assert napari_diffir.get_restorer("my-sr").temperature == 1.0
+
+
 def test_saving_is_atomic_a_failed_save_keeps_the_old_model(models, monkeypatch):
     """If writing the weights fails, the previous model stays whole and no partial file is left."""
     path = bundle(bundled.weights_path("diffir-denoise"), "mine", models)

@@ -10,13 +10,12 @@ missing (e.g. a source checkout without them) is simply not registered.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from ..hookspecs import hookimpl
-from ..restorer import Option
+from .card_options import with_card_defaults
 from .diffir import DiffIRRestorer
 from .srdiff import SRDiffRestorer
 
@@ -35,6 +34,14 @@ def model_card(name: str) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"No model card for bundled model {name!r} at {path}")
     return json.loads(path.read_text())
+
+
+def _card_if_any(name: str) -> dict[str, Any]:
+    """The card, or ``{}`` in a checkout without it (the model is then not registered)."""
+    try:
+        return model_card(name)
+    except FileNotFoundError:
+        return {}
 
 
 _DATA_NOTE = (
@@ -56,6 +63,7 @@ class DiffIRDenoise(DiffIRRestorer):
         "Gaussian noise, level not needed). " + _DATA_NOTE.format(name="diffir-denoise"),
         weights_policy="optional",
         bundled_weights=str(weights_path("diffir-denoise")),
+        options=with_card_defaults(DiffIRRestorer.info.options, _card_if_any("diffir-denoise")),
         accepted_tasks=("deblur",),  # the same-size DIRformer variant with a global residual
     )
 
@@ -73,18 +81,9 @@ class DiffIRSR4(DiffIRRestorer):
         + _DATA_NOTE.format(name="diffir-sr4"),
         weights_policy="optional",
         bundled_weights=str(weights_path("diffir-sr4")),
+        options=with_card_defaults(DiffIRRestorer.info.options, _card_if_any("diffir-sr4")),
         accepted_tasks=("sr",),
     )
-
-
-SRDIFF_SR4_TEMPERATURE = 0.5
-"""srdiff-sr4's sampling temperature: the largest whose PSNR on the validation images of its
-training split is within 0.1 dB of the best (``benchmarks/srdiff_temperature.py``; 1, the
-release's sampler, is 1.5 dB lower there: this small model's texture is mostly invented)."""
-
-
-def _with_default(options: tuple[Option, ...], name: str, value: Any) -> tuple[Option, ...]:
-    return tuple(dataclasses.replace(o, default=value) if o.name == name else o for o in options)
 
 
 class SRDiffSR4(SRDiffRestorer):
@@ -98,7 +97,8 @@ class SRDiffSR4(SRDiffRestorer):
         + _DATA_NOTE.format(name="srdiff-sr4"),
         weights_policy="optional",
         bundled_weights=str(weights_path("srdiff-sr4")),
-        options=_with_default(SRDiffRestorer.info.options, "temperature", SRDIFF_SR4_TEMPERATURE),
+        # its card records the sampling temperature (chosen on validation images; the release's is 1)
+        options=with_card_defaults(SRDiffRestorer.info.options, _card_if_any("srdiff-sr4")),
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hookspecs import hookimpl
+from .card_options import with_card_defaults
 from .diffir import DiffIRRestorer
 from .srdiff import SRDiffRestorer
 
@@ -69,7 +70,11 @@ def models_folders() -> list[Path]:
 
 
 def restorer_for_card(card: dict[str, Any], weights: Path) -> type:
-    """A restorer class for the model described by ``card`` whose weights are ``weights``."""
+    """A restorer class for the model described by ``card`` whose weights are ``weights``; the
+    options the card recommends (``defaults``) are its defaults.
+
+    :raises ValueError: for an unknown family or a recommended option the restorer refuses.
+    """
     name = str(card.get("name") or weights.stem)
     family, scale = card.get("family"), int(card.get("scale") or 1)
     trained = card.get("training") or {}
@@ -85,10 +90,12 @@ def restorer_for_card(card: dict[str, Any], weights: Path) -> type:
         kind = f"x{scale}" if scale > 1 else task
         info = DiffIRRestorer.info.replace(
             display_name=f"{name} (DiffIR {kind}, your model)", task=task, scale=scale,
-            accepted_tasks=("sr",) if scale > 1 else ("deblur",), **common)
+            accepted_tasks=("sr",) if scale > 1 else ("deblur",),
+            options=with_card_defaults(DiffIRRestorer.info.options, card), **common)
         return type(f"UserDiffIR_{name}", (DiffIRRestorer,), {"info": info, "__doc__": what})
     if family == "srdiff":
-        info = SRDiffRestorer.info.replace(display_name=f"{name} (SRDiff x{scale}, your model)", scale=scale, **common)
+        info = SRDiffRestorer.info.replace(display_name=f"{name} (SRDiff x{scale}, your model)", scale=scale,
+                                           options=with_card_defaults(SRDiffRestorer.info.options, card), **common)
         return type(f"UserSRDiff_{name}", (SRDiffRestorer,), {"info": info, "__doc__": what})
     raise ValueError(f"model card family must be 'diffir' or 'srdiff', but got {family!r}")
 

@@ -75,6 +75,9 @@ def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, ha
     card = json.loads(weights.with_suffix(".json").read_text())
     card.update(extra or {})
     card["name"] = name
+    kept = _kept_defaults(card, out.with_suffix(".json"))
+    if kept is not None:
+        card["defaults"] = kept
     # provenance of the earlier stage (DiffIR stage 1 / SRDiff RRDB pre-training) in the same card
     for key in ("s1", "rrdb"):
         prev = (card.get("stage_inputs") or {}).get(key)
@@ -96,6 +99,26 @@ def bundle(weights: str | Path, name: str, dest: str | Path | None = None, *, ha
     _replace(out, lambda tmp: save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp),
                                         metadata={"format": "pt", "name": name}))
     return out
+
+
+def _kept_defaults(card: dict, existing: Path) -> dict | None:
+    """The recommended options of the model ``existing`` describes, when the new ``card`` has none.
+
+    They were chosen for the model after training (srdiff-sr4's temperature); new weights of the
+    same model keep them, with a note, rather than silently falling back to the code's defaults
+    (pass ``extra={"defaults": ...}`` to set others, ``{"defaults": {}}`` for none).
+    """
+    if "defaults" in card or not existing.is_file():
+        return None
+    try:
+        previous = json.loads(existing.read_text()).get("defaults")
+    except (OSError, ValueError):
+        return None
+    if not previous:
+        return None
+    print(f"{card['name']}: keeping the recommended options of the model it replaces, "
+          f"{previous.get('options')} (re-check them for these weights)", file=sys.stderr)
+    return previous
 
 
 def _replace(path: Path, write) -> None:

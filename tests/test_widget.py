@@ -195,7 +195,10 @@ def test_tile_steps_and_seed_fields_are_validated_as_typed(widget_plugin, viewer
     widget._tile.value = "none"
     assert widget._run.enabled
     job, _ = widget.make_job()
-    assert job.tile_size is None and job.tile_overlap is None
+    assert job.tile_size is None and job.tile_overlap is None and job.tta is False
+    widget._tta.value = True  # an advanced setting: the job averages the eight views
+    assert widget._run.enabled and widget.make_job()[0].tta is True
+    widget._tta.value = False
     widget._restorer.value = "slow-steps"
     widget._seed.value = "-3"
     assert not widget._run.enabled and "Seed must be at least 0" in widget._status.value

@@ -54,7 +54,7 @@ def _settings(args: argparse.Namespace):
     flags = {
         "axes": args.axes, "weights": args.weights, "tile_size": args.tile, "tile_overlap": args.overlap,
         "device": args.device, "precision": args.precision, "steps": args.steps, "seed": args.seed,
-        "output_dtype": args.output_dtype, "options": _parse_options(args.option),
+        "output_dtype": args.output_dtype, "options": _parse_options(args.option), "tta": args.tta,
     }
     return from_text(labels=LABELS, **{k: v for k, v in flags.items() if v is not None})
 
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed for stochastic restorers")
     p.add_argument("--mask", help="inpainting mask TIFF (Y, X), nonzero = pixels to fill")
     p.add_argument("--output-dtype", help="float32 (default), 'input' or a numpy dtype name")
+    p.add_argument("--tta", action="store_true", default=None,
+                   help="test-time augmentation: average the 8 flips/quarter turns (8x the time)")
     p.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help="restorer option")
     p.add_argument("--chunk", type=int, help="stream block by block with output blocks of this many "
                    "pixels (Y/X; default for Zarr/streaming: the tile size)")

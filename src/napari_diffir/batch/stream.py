@@ -232,6 +232,7 @@ def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) 
         "tile_size": engine.tile, "steps": settings.steps, "precision": settings.precision,
         "normalize": settings.normalize, "percentiles": list(settings.percentiles),
         "output_dtype": str(engine.result_dtype), "format": kind,
+        **({"tta": True} if settings.tta else {}),  # only when set: earlier runs' signatures still match
     }
     partial = dst + ".partial"
     return _StreamPlan(

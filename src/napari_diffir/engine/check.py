@@ -51,6 +51,8 @@ def check(
         return problems
     if settings.rgb is not None and not isinstance(settings.rgb, (bool, np.bool_)):
         return [Problem("rgb", f"rgb must be True, False or None, but got {settings.rgb!r}")]
+    if not isinstance(settings.tta, (bool, np.bool_)):
+        return [Problem("tta", f"tta must be True or False, but got {settings.tta!r}")]
     try:
         layout = Layout(axes_for(shape, settings.axes, settings.rgb), shape)
     except ValueError as exc:

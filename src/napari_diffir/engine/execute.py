@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..restorer import RestorationCancelled, Restorer, TileContext
+from . import dihedral
 from .cancel import call_cancellable, check_cancel
 from .device import autocast, is_out_of_memory
 from .heap import release_free_memory
@@ -152,7 +153,14 @@ class Execution:
         return np.divide(acc, wsum, out=acc)[:, : h * s, : w * s]  # in place: one plane less in memory
 
     def prepare(self, xp: np.ndarray, mp: np.ndarray | None, n: int, gi: int) -> Any:
-        """The restorer's statistics of the whole padded (C, ph, pw) plane (``None`` for most)."""
+        """The restorer's statistics of the whole padded (C, ph, pw) plane (``None`` for most);
+        with ``tta``, a list of those of its eight transforms (the tiles' views of them)."""
+        if not self.plan.settings.tta:
+            return self._prepare_view(xp, mp, n, gi)
+        return [self._prepare_view(dihedral.forward(xp, j), None if mp is None else dihedral.forward(mp, j), n, gi)
+                for j in range(dihedral.COUNT)]
+
+    def _prepare_view(self, xp: np.ndarray, mp: np.ndarray | None, n: int, gi: int) -> Any:
         p = self.plan
         check_cancel(self.cancel)
         self.report(0.0, f"{self._where(n, gi)}plane statistics")
@@ -189,21 +197,42 @@ class Execution:
 
     def _run_tile(self, region: np.ndarray, mask, t: Tile, tiling: PlaneTiling, n: int, gi: int,
                   state: Any, k: int) -> np.ndarray:
+        """Tile ``t`` restored; with ``tta``, the mean of its eight transforms' restorations, each
+        restored as that tile of the transformed plane (its origin, plane size and statistics)."""
+        plane = (tiling.ph, tiling.pw)
+        if not self.plan.settings.tta:
+            return self._run_view(region, mask, (t.y0, t.x0, t.h, t.w), plane, n, gi, state, k, len(tiling.tiles))
+        acc = None
+        for j in range(dihedral.COUNT):
+            out = self._run_view(
+                dihedral.forward(region, j), None if mask is None else dihedral.forward(mask, j),
+                dihedral.box(t.y0, t.x0, t.h, t.w, plane, j), dihedral.shape(*plane, j), n, gi,
+                None if state is None else state[j], k, len(tiling.tiles), (j, dihedral.COUNT))
+            back = dihedral.inverse(out, j)
+            acc = back.copy() if acc is None else np.add(acc, back, out=acc)
+        return np.divide(acc, dihedral.COUNT, out=acc)
+
+    def _run_view(self, region: np.ndarray, mask, where: tuple[int, int, int, int], plane: tuple[int, int],
+                  n: int, gi: int, state: Any, k: int, n_tiles: int, view: tuple[int, int] = (0, 1)) -> np.ndarray:
+        """The restorer on one tile: ``region`` at ``where`` (y0, x0, h, w) of a padded ``plane``
+        (H, W); ``view`` = (transform, count) places its sampling steps in the tile's progress."""
         p = self.plan
         s = self.info.scale
-        n_tiles = len(tiling.tiles)
+        y0, x0, th, tw = where
+        j, views = view
         inp = torch.from_numpy(np.ascontiguousarray(region)).unsqueeze(0).to(p.device)
         mask_t = None
         if mask is not None:
             mask_t = torch.from_numpy(np.ascontiguousarray(mask))[None, None].to(p.device)
+        label = f"{self._where(n, gi)}tile {k + 1}/{n_tiles}" + (f", view {j + 1}/{views}" if views > 1 else "")
 
         def on_step(done: int, total: int) -> None:
             check_cancel(self.cancel)
-            self.report(done / max(total, 1), f"{self._where(n, gi)}tile {k + 1}/{n_tiles}, step {done}/{total}")
+            self.report((j + done / max(total, 1)) / views, f"{label}, step {done}/{total}")
 
         ctx = TileContext(
-            steps=p.settings.steps, seed=self._seed_for(n, gi), origin=(t.y0, t.x0),
-            image_shape=(tiling.ph, tiling.pw), scale=s, mask=mask_t, step_callback=on_step, plane=state,
+            steps=p.settings.steps, seed=self._seed_for(n, gi), origin=(y0, x0),
+            image_shape=plane, scale=s, mask=mask_t, step_callback=on_step, plane=state,
         )
 
         def call():
@@ -211,7 +240,7 @@ class Execution:
                 return p.restorer.restore_tile(inp, ctx)
 
         out = call_cancellable(call, self.cancel)  # returns on cancel even if ctx.step is never called
-        expected = (1, p.channels.group_out, t.h * s, t.w * s)
+        expected = (1, p.channels.group_out, th * s, tw * s)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
@@ -222,7 +251,8 @@ class Execution:
         if not finite.all():
             raise ValueError(
                 f"Restorer {self.info.name!r} returned {int(result.size - np.count_nonzero(finite))} NaN or "
-                f"infinite values for tile {k + 1} ({self._where(n, gi)}y {t.y0}, x {t.x0}); its weights or "
+                f"infinite values for tile {k + 1} ({self._where(n, gi)}y {y0}, x {x0}"
+                f"{f' of view {j + 1}/{views}' if views > 1 else ''}); its weights or "
                 "options are broken, or the precision is too low (try precision='fp32')"
             )
         return result

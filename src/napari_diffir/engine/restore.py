@@ -40,6 +40,7 @@ def restore(
     output_dtype: Any = D.output_dtype,
     rgb: bool | None = D.rgb,
     options: dict | None = D.options,
+    tta: bool = D.tta,
 ) -> np.ndarray:
     """Restore ``data`` with ``restorer`` and return a new array (the input is never modified).
 
@@ -64,6 +65,8 @@ def restore(
         variance over the whole image) or ``none``.
     :param output_dtype: ``None`` for float32, ``"input"`` for the input dtype (clipped), or a dtype.
     :param options: extra restorer options (e.g. ``{"sampler": "ddim"}``) when a name is given.
+    :param tta: test-time augmentation: average the restorations of the eight flips and quarter
+        turns of each plane (8x the time; tiles, dask blocks and seeds behave as without it).
 
     Settings may also be given as text, parsed as the CLI and the widget parse them (see
     :func:`~napari_diffir.engine.settings.from_text`).
@@ -74,6 +77,6 @@ def restore(
     settings = from_text(
         axes=axes, weights=weights, tile_size=tile_size, tile_overlap=tile_overlap, device=device,
         precision=precision, steps=steps, seed=seed, normalize=normalize, percentiles=percentiles,
-        output_dtype=output_dtype, rgb=rgb, options=options,
+        output_dtype=output_dtype, rgb=rgb, options=options, tta=tta,
     )
     return run(plan(data, restorer, settings, mask=mask), progress, cancel).data

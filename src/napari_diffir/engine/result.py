@@ -78,6 +78,7 @@ class Result:
             "tile_overlap": self.overlap,
             "device": self.device,
             "precision": self.precision,
+            "tta": bool(s.tta),
             "seconds": round(self.seconds, 3),
             "version": __version__,
         }

@@ -76,7 +76,7 @@ class Validation:
             precision=self._precision.value,
             steps=(self._steps.value.strip() or "default") if shown(self._steps) else None,
             seed=self._seed.value if shown(self._seed) else None,
-            output_dtype="input" if self._dtype.value == "input" else None,
+            output_dtype="input" if self._dtype.value == "input" else None, tta=bool(self._tta.value),
         )
 
     def _resolved_device(self) -> str:

@@ -119,11 +119,15 @@ def _previous_rows(path: str | None) -> tuple[dict, dict]:
     return rows, old.get("timing_s", {})
 
 
+TTA = " +tta"
+"""Suffix of the columns measured with test-time augmentation (``--tta``)."""
+
+
 def _owner(key: str) -> str:
     """The restorer a result column (or timing label) belongs to: ``srdiff-sr4 ddpm-100 ssim`` -> ``srdiff-sr4``."""
     for suffix in (" ssim", " lr-psnr"):
         key = key.removesuffix(suffix)
-    return key.removesuffix(" ddpm-100")
+    return key.removesuffix(" ddpm-100").removesuffix(TTA)
 
 
 def _reused(prev: dict | None, measured: set[str]) -> dict:
@@ -135,9 +139,10 @@ def _reused(prev: dict | None, measured: set[str]) -> dict:
 
 def run(quick: bool = False, figure: str | None = None, json_path: str | None = None, seed: int = 0,
         ddpm: bool = False, models: dict[str, str] | None = None, only: list[str] | None = None,
-        reuse: str | None = None) -> dict:
+        reuse: str | None = None, tta: bool = False) -> dict:
     """Measure on the held-out images; with ``reuse``, columns of restorers not in ``only``
-    (the baselines, other models) are copied from that earlier JSON instead of re-run."""
+    (the baselines, other models) are copied from that earlier JSON instead of re-run; with
+    ``tta``, the bundled models also with ``tta=True`` (columns ``NAME +tta``)."""
     from skimage.restoration import denoise_nl_means, estimate_sigma
 
     import napari_diffir
@@ -184,6 +189,9 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
                     outs[label] = timed(label, fn, noisy, true_sigma)
             for name in bundled_dn:
                 outs[name] = timed(name, napari_diffir.restore, noisy, _restorer(name, models), seed=seed)
+                if tta:
+                    outs[name + TTA] = timed(name + TTA, napari_diffir.restore, noisy, _restorer(name, models),
+                                             seed=seed, tta=True)
             for label, out in outs.items():
                 row[label] = psnr(clean, out)
                 row[label + " ssim"] = ssim(clean, out)
@@ -200,6 +208,9 @@ def run(quick: bool = False, figure: str | None = None, json_path: str | None = 
         outs["lanczos"] = timed("lanczos", napari_diffir.restore, lr, napari_diffir.get_restorer("lanczos", scale=4))
         for name in bundled_sr:
             outs[name] = timed(name, napari_diffir.restore, lr, _restorer(name, models), seed=seed)
+            if tta:
+                outs[name + TTA] = timed(name + TTA, napari_diffir.restore, lr, _restorer(name, models), seed=seed,
+                                         tta=True)
         if ddpm and "srdiff-sr4" in bundled_sr:  # the official sampler: all 100 ancestral steps
             r = _restorer("srdiff-sr4", models, sampler="ddpm")
             outs["srdiff-sr4 ddpm-100"] = timed("srdiff-sr4 ddpm-100", napari_diffir.restore, lr, r, seed=seed)
@@ -235,8 +246,9 @@ def _restorer(name: str, models: dict[str, str], **options):
 
 def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict[str, str], seed: int = 0,
                json_path: str | None = None, references: bool = True, only: list[str] | None = None,
-               baselines: bool = True) -> dict:
-    """Per-set mean PSNR on Set12/BSD68 (denoising) and Set5/Set14 (x4 SR), public protocols."""
+               baselines: bool = True, tta: bool = False) -> dict:
+    """Per-set mean PSNR on Set12/BSD68 (denoising) and Set5/Set14 (x4 SR), public protocols;
+    with ``tta``, the models also with test-time augmentation (columns ``NAME +tta``)."""
     import napari_diffir
     import public_sets as ps
     from napari_diffir.resize import imresize
@@ -257,6 +269,9 @@ def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict
                     outs[label] = fn(noisy, sigma / 255.0)
                 if "diffir-denoise" in names:
                     outs["diffir-denoise"] = napari_diffir.restore(noisy, _restorer("diffir-denoise", models), seed=seed)
+                    if tta:
+                        outs["diffir-denoise" + TTA] = napari_diffir.restore(
+                            noisy, _restorer("diffir-denoise", models), seed=seed, tta=True)
                 for label, out in outs.items():
                     scores.setdefault(label, []).append(psnr(clean, out))
             row = {"set": set_name, "noise": f"gauss {sigma}", "n": len(images),
@@ -272,6 +287,8 @@ def run_public(root: str, sets: list[str], sigmas: tuple[int, ...], models: dict
             for name in ("diffir-sr4", "srdiff-sr4"):
                 if name in names:
                     outs[name] = napari_diffir.restore(lr, _restorer(name, models), seed=seed)
+                    if tta:
+                        outs[name + TTA] = napari_diffir.restore(lr, _restorer(name, models), seed=seed, tta=True)
             for label, out in outs.items():
                 scores.setdefault(label, []).append(psnr(hr, out, crop=4))
                 scores.setdefault(label + " lr-psnr", []).append(
@@ -376,16 +393,18 @@ def main(argv=None) -> int:
                    help="held-out images: copy the columns of everything not measured now (baselines, models "
                         "left out by --only) from this earlier --json result instead of re-running them")
     p.add_argument("--no-references", action="store_true", help="with --testsets: skip BM3D (slow; sigma given)")
+    p.add_argument("--tta", action="store_true",
+                   help="also measure the bundled models with test-time augmentation (columns 'NAME +tta', 8x the time)")
     args = p.parse_args(argv)
     models = dict(m.split("=", 1) for m in args.model)
     if args.testsets:
         sys.path.insert(0, str(Path(__file__).parent))
         run_public(args.testsets, args.sets.split(","), tuple(int(v) for v in args.sigmas.split(",")), models,
                    seed=args.seed, json_path=args.json, references=not (args.no_references or args.models_only),
-                   only=args.only.split(",") if args.only else None, baselines=not args.models_only)
+                   only=args.only.split(",") if args.only else None, baselines=not args.models_only, tta=args.tta)
         return 0
     run(quick=args.quick, figure=args.figure, json_path=args.json, seed=args.seed, ddpm=args.ddpm, models=models,
-        only=args.only.split(",") if args.only else None, reuse=args.reuse)
+        only=args.only.split(",") if args.only else None, reuse=args.reuse, tta=args.tta)
     return 0
 
 

@@ -127,10 +127,22 @@ def test_a_budgeted_schedule_decays_within_the_budget(one_image, tmp_path):
     assert any(f"the schedule runs over {total} steps to fit the time budget of 0.05 min" in m for m in logs)
 
 
-def test_a_budgeted_stage_2_prices_its_warm_up_and_joint_phases_apart(one_image, tmp_path):
+def test_a_budgeted_stage_2_prices_its_warm_up_and_joint_phases_apart(one_image, tmp_path, monkeypatch):
     """Stage 2 from stage 1 times its first steps in the cheap encoder warm-up; the DIRformer's
     joint phase is timed too before the schedule is fixed, so the run still ends on its total
-    (priced at the warm-up's pace alone, the budget ran out a fraction of the way in)."""
+    (priced at the warm-up's pace alone, the budget ran out a fraction of the way in). The
+    phases are made 2 and 40 ms dearer than the tiny model, so the machine's load cannot hide it."""
+    from napari_diffir.training.diffir import Stage2
+
+    loss = Stage2.loss
+
+    def slow(self, lq, gt, step, total):
+        import time
+
+        time.sleep(0.002 if step < self.encoder_steps(total) else 0.04)
+        return loss(self, lq, gt, step, total)
+
+    monkeypatch.setattr(Stage2, "loss", slow)
     base = [*TINY, "--data", one_image, "--val-split", "region", "--val-every", "1000"]
     train(parse_train_args([*base, "--steps", "2", "--out", tmp_path / "s1"]), log=lambda m: None)
     seen, logs = [], []

@@ -368,14 +368,20 @@ def run_stage(
         timed = step_times[1:] or step_times  # the first step pays for allocations
         per_step = float(np.median(timed))
         overhead = float(np.mean(val_times)) / cfg.val_every if cfg.val_every and val_times else 0.0
-        left = cfg.max_minutes * 60 * BUDGET_MARGIN - (time.time() - session_start)
         starts = getattr(stage, "phase_starts", None)
-        if starts is None:
+        phases = starts() if starts is not None else ()
+        if phases:
+            # a probe is the forward and backward alone: what a step adds to it (the batch, the
+            # optimiser, the EMA) is measured in this phase and added to the later ones
+            def probe(step: int) -> float:
+                return probe_step(stage, opt, lq, gt, step, cfg.steps, cfg.amp, device.type)
+
+            rest = max(0.0, per_step - probe(state.step))
+            later = {f: probe(f(cfg.steps)) + rest for f in phases}
+        left = cfg.max_minutes * 60 * BUDGET_MARGIN - (time.time() - session_start)
+        if not phases:
             fits = max(1, int(left / (per_step + overhead)))
         else:
-            later = {f: probe_step(stage, opt, lq, gt, f(cfg.steps), cfg.steps, cfg.amp, device.type)
-                     for f in starts()}
-
             def cost(total: int) -> float:
                 bounds = sorted((min(total, max(state.step, f(total))), c) for f, c in later.items())
                 edges = [state.step, *(b for b, _ in bounds), total]

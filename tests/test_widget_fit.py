@@ -95,10 +95,10 @@ def test_fields_share_one_label_column_and_advanced_is_collapsed_with_working_de
     assert widget._advanced.native.isVisibleTo(widget.native)
     assert [w.name for w in widget._advanced] == [
         "seed", "seed_hint", "tile_size", "tile_size_hint", "tile_overlap", "tile_overlap_hint", "device",
-        "precision", "precision_hint", "output_type", "output_dtype_hint"]
+        "precision", "precision_hint", "output_type", "output_dtype_hint", "tta"]
     fields = [widget.image, widget.restorer, widget.weights, widget.axes, widget.current_slice,
               widget.tile_size, widget.device,
-              widget.output_type, *[w for w in widget.restorer_options if shown(w)]]
+              widget.output_type, widget.tta, *[w for w in widget.restorer_options if shown(w)]]
     assert shown(widget.restorer_options.exact_lr_up) and shown(widget.current_slice)
 
     def left(field):  # where the field's box starts (a check box's own margin included)

@@ -3,8 +3,12 @@
 A restorer sees each transformed plane, its result is turned back, and the eight are averaged:
 the self-ensemble of EDSR and Restormer's "+" results, and the ``augment``/``tta`` of cellpose
 and CAREamics. Errors that depend on orientation average out: +0.1 dB for diffir-denoise at
-sigma 25 on 12 validation images of its training split, at 8x the time. Transform ``k`` is ``k % 4`` counter-clockwise quarter
-turns (``np.rot90``) followed, for ``k >= 4``, by a left-right flip.
+sigma 25 on 12 validation images of its training split, at 8x the time.
+
+Transform ``k`` is ``k % 4`` counter-clockwise quarter turns (``np.rot90``) followed, for
+``k >= 4``, by a left-right flip. The engine turns the plane as padded to the restorer's
+multiple, so the padding lies on other sides in each view (it is cropped away; for sides that
+are multiples this is exactly restoring the turned image).
 """
 
 from __future__ import annotations

@@ -370,6 +370,7 @@ def run_stage(
         overhead = float(np.mean(val_times)) / cfg.val_every if cfg.val_every and val_times else 0.0
         starts = getattr(stage, "phase_starts", None)
         phases = starts() if starts is not None else ()
+        later = {}
         if phases:
             # a probe is the forward and backward alone: what a step adds to it (the batch, the
             # optimiser, the EMA) is measured in this phase and added to the later ones
@@ -379,25 +380,24 @@ def run_stage(
             rest = max(0.0, per_step - probe(state.step))
             later = {f: probe(f(cfg.steps)) + rest for f in phases}
         left = cfg.max_minutes * 60 * BUDGET_MARGIN - (time.time() - session_start)
-        if not phases:
-            fits = max(1, int(left / (per_step + overhead)))
-        else:
-            def cost(total: int) -> float:
-                bounds = sorted((min(total, max(state.step, f(total))), c) for f, c in later.items())
-                edges = [state.step, *(b for b, _ in bounds), total]
-                prices = [per_step, *(c for _, c in bounds)]
-                return sum((b - a) * (c + overhead) for a, b, c in zip(edges[:-1], edges[1:], prices, strict=True))
 
-            fits = _largest(lambda n: cost(state.step + n) <= left, cfg.steps - state.step)
+        def cost(total: int) -> float:
+            """Seconds from this step to ``total``, each phase at its own price."""
+            bounds = sorted((min(total, max(state.step, f(total))), c) for f, c in later.items())
+            edges = [state.step, *(b for b, _ in bounds), total]
+            prices = [per_step, *(c for _, c in bounds)]
+            return sum((b - a) * (c + overhead) for a, b, c in zip(edges[:-1], edges[1:], prices, strict=True))
+
+        fits = _largest(lambda n: cost(state.step + n) <= left, cfg.steps - state.step)
         state.schedule_total = min(cfg.steps, state.step + fits)
-        per_step = (left / fits) if fits else per_step
+        pace = left / fits
         if bar is not None:
             bar.total = state.schedule_total
             bar.refresh()
-        log(f"[{stage.name}] {per_step:.3g} s per step: the schedule runs over {state.schedule_total} steps "
+        log(f"[{stage.name}] {pace:.3g} s per step: the schedule runs over {state.schedule_total} steps "
             f"to fit the time budget of {cfg.max_minutes:g} min")
         _append_log(out, {"event": "schedule", "step": state.step, "schedule_total": state.schedule_total,
-                          "s_per_step": per_step, "budget_min": cfg.max_minutes})
+                          "s_per_step": pace, "budget_min": cfg.max_minutes})
 
     session_start = time.time()
     if state.step == 0 and not state.history:

@@ -280,6 +280,45 @@ def test_fine_tune_from_weights_without_a_teacher(image_dir, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+def test_pixel_loss_l2_is_the_mean_squared_error_of_the_restoration(image_dir, tmp_path, capsys):
+    """--pixel-loss l2 trains on the MSE (what PSNR measures) instead of the official L1, in both
+    stages, is spelled out in the card's command, and an unknown loss is refused."""
+    import torch.nn.functional as F
+
+    from napari_diffir.training.diffir import DiffIRConfig, Stage1, Stage2
+
+    cfg = DiffIRConfig(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=0, n_encoder_res=0, n_feats=4,
+                       heads=(1, 1, 1, 1))
+    torch.manual_seed(0)
+    lq, gt = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    for name, reference in (("l1", F.l1_loss), ("l2", F.mse_loss)):
+        torch.manual_seed(1)
+        s1 = Stage1(cfg, name)
+        with torch.no_grad():
+            loss, _ = s1.loss(lq, gt, 0, 10)
+            assert float(loss) == pytest.approx(float(reference(s1.net.G(lq, s1.net.E(lq, gt)), gt)), rel=1e-6)
+        torch.manual_seed(1)
+        s2 = Stage2(cfg, None, 0.0, name)
+        with torch.no_grad():
+            torch.manual_seed(2)  # the sampler draws its starting noise
+            loss, parts = s2.loss(lq, gt, 0, 10)
+            torch.manual_seed(2)
+            out = s2.net.G(lq, s2.net.diffusion.sample(lq))
+        assert float(loss) == pytest.approx(float(reference(out, gt)), rel=1e-5)
+        assert float(parts["pix"]) == pytest.approx(float(loss))
+    with pytest.raises(ValueError, match="pixel loss must be one of"):
+        Stage2(cfg, None, 0.0, "huber")
+
+    out = tmp_path / "s1"
+    assert _train("diffir", "--stage", "1", "--pixel-loss", "l2", "--steps", "1", "--out", out, "--data", image_dir,
+                  "--patch-size", "16", "--val-every", "0", *TINY_DIFFIR, *LOOP) == 0
+    assert "--pixel-loss l2" in json.loads((out / "best.json").read_text())["training"]["command"]
+    with pytest.raises(SystemExit):
+        _train("diffir", "--stage", "1", "--pixel-loss", "huber", "--out", tmp_path / "bad", "--data", image_dir)
+    assert "invalid choice: 'huber'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bundled_denoiser_is_a_valid_fine_tuning_start(image_dir, tmp_path):
     """The shipped fp16 weights load into the recipe's fp32 architecture (what --init diffir-denoise does)."""
     from napari_diffir.restorers.bundled import model_card, weights_path

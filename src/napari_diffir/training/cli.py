@@ -96,6 +96,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--s1", help="stage-2 only: the stage-1 checkpoint (.safetensors) to start from")
     p.add_argument("--encoder-fraction", type=float, default=None,
                    help="stage-2 encoder-only warm-up as a fraction of steps (default: 0.25 denoise, 0 sr)")
+    p.add_argument("--pixel-loss", choices=("l1", "l2"), default="l1",
+                   help="loss between restoration and ground truth: l1 (official) or l2 (mean squared error, "
+                        "what PSNR measures; e.g. for a last fine-tune)")
     _common(p)
     p.set_defaults(func=run_train)
 
@@ -234,10 +237,10 @@ def prepare(args: argparse.Namespace):
         from .diffir import Stage1, Stage2
 
         if args.stage == 1:
-            stage = Stage1(arch)
+            stage = Stage1(arch, args.pixel_loss)
         else:
             enc = args.encoder_fraction if args.encoder_fraction is not None else (0.0 if args.init else None)
-            stage = Stage2(arch, args.s1, enc)
+            stage = Stage2(arch, args.s1, enc, args.pixel_loss)
         name = args.name or ("diffir-denoise" if task == "deblur" else f"diffir-sr{scale}")
         variant = "DiffIRS1" if args.stage == 1 else "DiffIRS2"
         hyper = stage.net.hyperparameters

@@ -6,6 +6,8 @@ pixel loss. Stage 2 (``DiffIRS2``): the DIRformer starts from stage 1, the froze
 gives the target IPR, and CPEN_S2 + the IPR denoiser learn to reach it from the degraded image
 alone with the 4-step diffusion (optionally first on their own: the "encoder-only" warm-up),
 then everything is trained on L1 pixel + L1 between the estimated and the stage-1 IPR.
+The pixel loss can be the mean squared error instead (``pixel_loss="l2"``): PSNR is a function of
+the MSE, so an L2 fine-tune of an L1-trained model trades a little of L1's robustness for PSNR.
 
 Learning-rate schedules are the official ones with their milestones scaled to the run length:
 SR (DiffIR-SRGAN): Adam (0.9, 0.99), MultiStepLR at 50 % and 70 % (500k/700k of 1M), x0.5,
@@ -26,7 +28,15 @@ from torch import nn
 from .data import TrainingDataError
 from .loop import cosine_restart_lr
 
-__all__ = ["DiffIRConfig", "Stage1", "Stage2"]
+__all__ = ["PIXEL_LOSSES", "DiffIRConfig", "Stage1", "Stage2"]
+
+PIXEL_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
+
+
+def _pixel_loss(name: str):
+    if name not in PIXEL_LOSSES:
+        raise ValueError(f"pixel loss must be one of {sorted(PIXEL_LOSSES)}, not {name!r}")
+    return PIXEL_LOSSES[name]
 
 
 @dataclass
@@ -80,15 +90,16 @@ def _multistep(step: int, total: int, base: float, milestones=(0.5, 0.7), gamma:
 
 
 class Stage1(nn.Module):
-    """CPEN_S1 + DIRformer, L1 pixel loss (GT needed: for training only)."""
+    """CPEN_S1 + DIRformer, L1 (or L2) pixel loss (GT needed: for training only)."""
 
     name = "diffir-s1"
 
-    def __init__(self, cfg: DiffIRConfig) -> None:
+    def __init__(self, cfg: DiffIRConfig, pixel_loss: str = "l1") -> None:
         super().__init__()
         from ..models.diffir._arch import DiffIRS1
 
         self.cfg = cfg
+        self.pixel_loss = _pixel_loss(pixel_loss)
         self.net = DiffIRS1(**cfg.s1_kwargs())
         self.betas = (0.9, 0.99) if cfg.task == "sr" else (0.9, 0.999)
 
@@ -103,7 +114,7 @@ class Stage1(nn.Module):
 
     def loss(self, lq, gt, step, total):
         z = self.net.E(lq, gt)
-        return F.l1_loss(self.net.G(lq, z), gt), {}
+        return self.pixel_loss(self.net.G(lq, z), gt), {}
 
     @torch.no_grad()
     def predict(self, net, lq, seed, gt=None):
@@ -119,11 +130,13 @@ class Stage2(nn.Module):
 
     name = "diffir-s2"
 
-    def __init__(self, cfg: DiffIRConfig, s1_weights: str | Path | None, encoder_fraction: float | None = None) -> None:
+    def __init__(self, cfg: DiffIRConfig, s1_weights: str | Path | None, encoder_fraction: float | None = None,
+                 pixel_loss: str = "l1") -> None:
         super().__init__()
         from ..models.diffir._arch import DiffIRS1, DiffIRS2
 
         self.cfg = cfg
+        self.pixel_loss = _pixel_loss(pixel_loss)
         self.net = DiffIRS2(**cfg.s2_kwargs())
         self.s1_encoder = None
         if s1_weights is not None:  # None: fine-tuning a stage-2 model (weights loaded by the caller)
@@ -172,7 +185,7 @@ class Stage2(nn.Module):
     def loss(self, lq, gt, step, total):
         if self.s1_encoder is None:  # fine-tuning without the teacher: end to end, pixel loss only
             self.net.diffusion.eval()
-            l_pix = F.l1_loss(self.net.G(lq, self.net.diffusion.sample(lq)), gt)
+            l_pix = self.pixel_loss(self.net.G(lq, self.net.diffusion.sample(lq)), gt)
             return l_pix, {"pix": l_pix.detach()}
         with torch.no_grad():
             target = self.s1_encoder(lq, gt)
@@ -181,7 +194,7 @@ class Stage2(nn.Module):
         l_ipr = F.l1_loss(ipr, target)
         if step < self.encoder_steps(total):
             return l_ipr, {"ipr": l_ipr.detach()}
-        l_pix = F.l1_loss(self.net.G(lq, ipr), gt)
+        l_pix = self.pixel_loss(self.net.G(lq, ipr), gt)
         return l_pix + l_ipr, {"pix": l_pix.detach(), "ipr": l_ipr.detach()}
 
     @torch.no_grad()

@@ -319,6 +319,35 @@ def test_pixel_loss_l2_is_the_mean_squared_error_of_the_restoration(image_dir, t
     assert not (tmp_path / "bad").exists()
 
 
+def test_fine_tune_that_trains_on_its_parents_validation_images_says_so(image_dir, tmp_path, capsys):
+    """The image split follows the seed: a fine-tune with another --seed can train on the images
+    its starting weights were validated on. The card lists them and the run warns, naming them."""
+    from napari_diffir.training.cli import parse_train_args, prepare
+
+    parent = tmp_path / "s1"
+    common = ["--data", image_dir, "--patch-size", "16", "--val-every", "0", *TINY_DIFFIR,
+              "--batch-size", "2", "--val-count", "2", "--threads", "1", "--quiet"]
+    assert _train("diffir", "--stage", "1", "--steps", "1", "--out", parent, "--seed", "3", *common) == 0
+    held = json.loads((parent / "best.json").read_text())["data"]["val_images"]
+
+    def card_for(seed):
+        args = parse_train_args(["diffir", "--stage", "1", "--init", str(parent / "best.safetensors"), "--steps", "1",
+                                 "--out", str(tmp_path / f"ft{seed}"), "--seed", str(seed), *map(str, common)])
+        return prepare(args)[-1]
+
+    assert "trained_on_parent_validation" not in card_for(3)["data"]
+    other = next(s for s in range(4, 40) if card_for(s)["data"]["val_images"] != held)
+    assert card_for(other)["data"]["trained_on_parent_validation"] == sorted(held)
+    capsys.readouterr()
+    assert _train("diffir", "--stage", "1", "--init", parent / "best.safetensors", "--steps", "1",
+                  "--out", tmp_path / "ft", "--seed", other, *common) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 image(s) the --init weights were validated on are training images here" in err
+    assert held[0] in err
+    card = json.loads((tmp_path / "ft" / "best.json").read_text())
+    assert card["data"]["trained_on_parent_validation"] == sorted(held)
+
+
 def test_bundled_denoiser_is_a_valid_fine_tuning_start(image_dir, tmp_path):
     """The shipped fp16 weights load into the recipe's fp32 architecture (what --init diffir-denoise does)."""
     from napari_diffir.restorers.bundled import model_card, weights_path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,9 @@ def prepare(args: argparse.Namespace):
     }
     if init_card is not None:
         card["initialised_from"] = init_card
+        reused = sorted(set(parent_validation_images(args.init)) & {item[0] for item in train_items})
+        if reused:  # recorded: the lineage's validation figures no longer measure unseen images
+            card["data"]["trained_on_parent_validation"] = reused
     return stage, sampler, val, cfg, card
 
 
@@ -372,6 +376,14 @@ def load_init_weights(net: Any, spec: str) -> dict:
     return info
 
 
+def parent_validation_images(spec: str) -> list[str]:
+    """The images the ``--init`` weights were validated on, from their card (none without one)."""
+    card_path = resolve_init(spec).with_suffix(".json")
+    if not card_path.is_file():
+        return []
+    return list(json.loads(card_path.read_text()).get("data", {}).get("val_images", []))
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are ValueErrors (for callers other than the shell)."""
 
@@ -403,6 +415,13 @@ def train(args: argparse.Namespace, *, progress: Any = None, cancel: Any = None,
     (log or (lambda m: print(m, flush=True)))(
         f"napari-diffir train: {card['name']} {card['variant']} ({n_params / 1e6:.2f}M trainable parameters), "
         f"{card['data'].get('train')} training / {len(val[0])} validation samples -> {cfg.out_dir}")
+    reused = card["data"].get("trained_on_parent_validation")
+    if reused:
+        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+            f"napari-diffir train: warning: {len(reused)} image(s) the --init weights were validated on are "
+            f"training images here ({', '.join(reused[:3])}{', ...' if len(reused) > 3 else ''}): the image "
+            "split follows --seed, --val-fraction and the data, so keep them as the starting run had them to "
+            "compare this run's validation with its")
     return run_stage(stage, sampler, val, cfg, card, log=log, progress=progress, cancel=cancel)
 
 

@@ -91,6 +91,32 @@ def test_feed_forward_with_dense_halves_equals_the_gate_path(batch):
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_padded_dense_halves_equal_the_gate_path_and_follow_weight_changes(autocast):
+    """The dense halves are zero-padded to 16 channels (35 -> 48 here) with their weights kept
+    padded across forwards: the values stay the gate path's, in fp32 and bf16, and an in-place
+    weight change rebuilds the padded copies."""
+    torch.manual_seed(0)
+    ffn = FeedForward(16, 2.2, bias=False).eval()
+    x = torch.randn(1, 16, 12, 10).contiguous(memory_format=CL)
+    z = torch.randn(1, 256)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
+    tol = dict(rtol=2e-2, atol=2e-2) if autocast else dict(rtol=1e-5, atol=1e-6)
+
+    def both():
+        with torch.inference_mode(), ctx:
+            return ffn(x, z).float(), ffn(x.contiguous(), z).float()  # dense halves, gate()
+
+    out, reference = both()
+    torch.testing.assert_close(out, reference, **tol)
+    with torch.no_grad():
+        ffn.project_out.weight.mul_(-2.0)
+        ffn.dwconv.weight.mul_(0.5)
+    changed, reference = both()
+    torch.testing.assert_close(changed, reference, **tol)
+    assert (changed - out).abs().max() > 0.1
+
+
 def _mish_inputs(dtype=torch.float32) -> torch.Tensor:
     torch.manual_seed(0)
     x = torch.randn(2, 8, 16, 16) * 6

@@ -22,7 +22,7 @@ from .inference_conv import InferenceConv2d
 from .layernorm import LayerNorm
 from .onednn import linear
 from .sr_tail import X4Tail
-from .weight_cache import cast, inference
+from .weight_cache import cached, cast, inference
 
 __all__ = [
     "Attention",
@@ -60,6 +60,10 @@ def sr_unshuffle_factor(scale: int) -> int:
     if scale not in SR_SCALES:
         raise ValueError(f"DiffIR super-resolution scale must be one of {SR_SCALES}, but got {scale!r}")
     return 4 // scale
+
+
+_ALIGN = 16
+"""Channel multiple the FFN's dense halves are zero-padded to (see ``_gate_dense_halves``)."""
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -139,8 +143,9 @@ def _rows_product(x: torch.Tensor, w_b: torch.Tensor, bias: torch.Tensor) -> tor
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
-def _pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """A 1x1 ``conv`` as one matrix product in ``x``'s memory format.
+def _pointwise(x: torch.Tensor, conv: nn.Conv2d, width: int | None = None) -> torch.Tensor:
+    """A 1x1 ``conv`` as one matrix product in ``x``'s memory format; ``width``: ``x`` has that many
+    channels, the conv's inputs followed by zero ones (its weight gets zero columns for them).
 
     oneDNN rejects the strided (channel-sliced) maps of the gated FFN and PyTorch then falls back
     to a slow im2col convolution; a plain GEMM over pixel rows has no such cliff.
@@ -149,7 +154,14 @@ def _pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         return conv(x)
     b, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
-    weight = cast(conv, "weight", conv.weight, rows.dtype).view(conv.out_channels, c)
+    if width is not None and width != conv.in_channels:
+        def padded() -> torch.Tensor:
+            return F.pad(conv.weight.view(conv.out_channels, -1), (0, width - conv.in_channels)).to(rows.dtype)
+
+        weight = cached(conv, f"padded:{width}:{rows.dtype}", (conv.weight,), padded) if inference(conv.weight) \
+            else padded()
+    else:
+        weight = cast(conv, "weight", conv.weight, rows.dtype).view(conv.out_channels, c)
     bias = None if conv.bias is None else cast(conv, "bias", conv.bias, rows.dtype)
     return linear(rows, weight, bias).view(b, h, w, -1).permute(0, 3, 1, 2)
 
@@ -291,14 +303,21 @@ class FeedForward(nn.Module):
 
         Two GEMMs and two depthwise convolutions instead of one of each (the same values): the
         GELU and the product then run on dense maps, with no copy and no strided pass (10-12 %
-        of the FFN's time in fp32 and bf16). Channels-last inference only.
+        of the FFN's time in fp32 and bf16). Each half is zero-padded to a multiple of 16
+        channels (the official SR's 281 -> 288, 140 -> 144): oneDNN's depthwise convolution on
+        misaligned pixel rows ran 2x slower once its input had left the cache, and the extra
+        channels are exact zeros through GELU, product and ``project_out`` (zero columns), so
+        the values are the unpadded ones (bf16 SR x4 forward -4 %). Channels-last inference only.
         """
         hidden = self.project_out.in_channels
         w_b, bias = _folded(self.project_in, scale, shift, x.dtype)
         parts = (slice(0, hidden), slice(hidden, 2 * hidden))
-        y1, y2 = (_rows_product(x, w_b[:, part], bias[:, part]) for part in parts)
-        halves = [self.dwconv.apply_to(y, part) for y, part in zip((y1, y2), parts, strict=True)]
-        return _pointwise(F.gelu(halves[0]).mul_(halves[1]), self.project_out)
+        width = -(-hidden // _ALIGN) * _ALIGN
+        extra = width - hidden
+        y1, y2 = (_rows_product(x, F.pad(w_b[:, part], (0, 0, 0, extra)), F.pad(bias[:, part], (0, extra)))
+                  for part in parts)
+        halves = [self.dwconv.apply_to(y, part, width) for y, part in zip((y1, y2), parts, strict=True)]
+        return _pointwise(F.gelu(halves[0]).mul_(halves[1]), self.project_out, width)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The FFN after its modulated ``project_in``: depthwise conv, GELU gate, ``project_out``."""

@@ -25,27 +25,40 @@ class InferenceConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply_to(x)
 
-    def apply_to(self, x: torch.Tensor, part: slice | None = None) -> torch.Tensor:
+    def apply_to(self, x: torch.Tensor, part: slice | None = None, width: int | None = None) -> torch.Tensor:
         """This convolution of ``x``; with ``part`` (depthwise only), just those channels, of an
-        ``x`` that holds only them (the FFN's two halves)."""
+        ``x`` that holds only them (the FFN's two halves), followed by zero channels up to
+        ``width`` (zero weights and biases for them)."""
         if part is not None and not (self.groups == self.in_channels == self.out_channels):
             raise ValueError("InferenceConv2d.apply_to(part=...) needs a depthwise convolution")
         weight, bias = self.weight, self.bias
         dtype = autocast_dtype(x.device.type)
         # autocast casts float32 (not float64) weights; a cast made once gives the same values
-        if dtype is not None and weight.dtype == torch.float32 and inference(weight):
+        cast_to = dtype if dtype is not None and weight.dtype == torch.float32 else None
+        if (cast_to is not None or part is not None) and inference(weight):
             params = (weight,) if bias is None else (weight, bias)
-            name = f"cast:{dtype}:{None if part is None else (part.start, part.stop)}"
+            name = f"cast:{cast_to}:{None if part is None else (part.start, part.stop, width)}"
 
-            def cast() -> tuple[torch.Tensor, torch.Tensor | None]:
-                w = weight.detach() if part is None else weight.detach()[part]
-                b = None if bias is None else (bias.detach() if part is None else bias.detach()[part])
-                return w.to(dtype), None if b is None else b.to(dtype)
+            def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+                w, b = self._part(weight.detach(), None if bias is None else bias.detach(), part, width)
+                return (w, b) if cast_to is None else (w.to(cast_to), None if b is None else b.to(cast_to))
 
-            return self._conv(x, *cached(self, name, params, cast), part)
+            return self._conv(x, *cached(self, name, params, build), part)
         if part is not None:
-            weight, bias = weight[part], None if bias is None else bias[part]
+            weight, bias = self._part(weight, bias, part, width)
         return self._conv(x, weight, bias, part)
+
+    @staticmethod
+    def _part(weight: torch.Tensor, bias: torch.Tensor | None, part: slice | None,
+              width: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if part is None:
+            return weight, bias
+        weight, bias = weight[part], None if bias is None else bias[part]
+        extra = 0 if width is None else width - weight.shape[0]
+        if extra:
+            weight = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, extra))
+            bias = None if bias is None else F.pad(bias, (0, extra))
+        return weight, bias
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, part: slice | None) -> torch.Tensor:
         if part is None:

@@ -97,6 +97,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--s1", help="stage-2 only: the stage-1 checkpoint (.safetensors) to start from")
     p.add_argument("--encoder-fraction", type=float, default=None,
                    help="stage-2 encoder-only warm-up as a fraction of steps (default: 0.25 denoise, 0 sr)")
+    p.add_argument("--grow", action="store_true",
+                   help="with --init: this architecture may have more blocks per level (--num-blocks, "
+                        "--refinement) than the starting weights; the added blocks start as the identity")
     p.add_argument("--pixel-loss", choices=("l1", "l2"), default="l1",
                    help="loss between restoration and ground truth: l1 (official) or l2 (mean squared error, "
                         "what PSNR measures; e.g. for a last fine-tune)")
@@ -179,6 +182,8 @@ def prepare(args: argparse.Namespace):
                             n_encoder_res=args.n_encoder_res, n_feats=args.n_feats)
         lq_multiple = input_multiple("diffir", scale, str(args.stage))
         ema = 0.999 if args.ema is None else args.ema
+        if args.grow and not args.init:
+            raise ValueError("--grow needs --init: the weights of the shallower model to start from")
         if args.stage == 2 and not (args.s1 or args.init):
             raise ValueError("DiffIR stage 2 needs the stage-1 checkpoint (--s1 RUN_DIR/best.safetensors) "
                              "or a stage-2 model to fine-tune (--init)")
@@ -254,7 +259,7 @@ def prepare(args: argparse.Namespace):
         hyper = stage.net.hyperparameters
     init_card = None
     if args.init:
-        init_card = load_init_weights(stage.net, args.init)
+        init_card = load_init_weights(stage.net, args.init, grow=getattr(args, "grow", False))  # SRDiff has none
     cfg = LoopConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, patch_size=p, lr=args.lr,
                      ema=ema, seed=args.seed, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
                      max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads, progress=not args.quiet,
@@ -348,9 +353,11 @@ def resolve_init(spec: str) -> Path:
     raise ValueError(f"--init {spec!r} is neither a weights file nor a bundled model name")
 
 
-def load_init_weights(net: Any, spec: str) -> dict:
+def load_init_weights(net: Any, spec: str, grow: bool = False) -> dict:
     """Load the weights named by ``--init`` into ``net`` (strictly), returning their provenance
-    for the new model card: the card of the starting model, without its validation history."""
+    for the new model card: the card of the starting model, without its validation history.
+    ``grow``: ``net`` may have more transformer blocks per level; they start as the identity
+    (:mod:`.grow`)."""
     from safetensors.torch import load_file
 
     path = resolve_init(spec)
@@ -359,12 +366,23 @@ def load_init_weights(net: Any, spec: str) -> dict:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
         raise ValueError(f"--init {spec!r}: cannot read {path.name}: {exc}") from None
     own = net.state_dict()
+    grown = None
+    if grow:
+        from .grow import grow_state_dict
+
+        try:
+            sd, grown = grow_state_dict(sd, own)
+        except ValueError as exc:
+            raise ValueError(f"--init {spec!r}: {exc}") from None
     try:
         net.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"--init {spec!r} does not match the architecture given on the command line: "
-                         f"{str(exc).splitlines()[0]}") from None
+                         f"{str(exc).splitlines()[0]}" + ("" if grow else " (--grow starts a deeper model "
+                                                           "from a shallower one)")) from None
     info: dict = {"weights": spec}
+    if grown is not None:
+        info["grown_blocks"] = grown
     card_path = path.with_suffix(".json")
     if card_path.is_file():
         prior = json.loads(card_path.read_text())

@@ -201,3 +201,37 @@ def test_public_api_names():
     for name in ("restore", "list_restorers", "get_restorer", "Restorer", "RestorerInfo",
                  "RestorationCancelled", "hookspec", "hookimpl"):
         assert hasattr(napari_diffir, name)
+
+
+def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
+    """In memory, a DiffIR plane whose forward fits the memory budget is restored untiled (its
+    tiles would first need a statistics pass of the whole plane); dask keeps the restorer's tile,
+    and so does a plane that does not fit."""
+    import dask.array as da
+
+    from napari_diffir.engine import plan as plan_module
+    from napari_diffir.engine.plan import plan
+    from napari_diffir.engine.settings import RestoreSettings
+    from napari_diffir.restorers.diffir import DiffIRRestorer
+
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 424), dtype=np.float32)
+    in_memory = plan(x, "diffir-denoise")
+    preferred = in_memory.info.tile_size
+    assert preferred < 424 and in_memory.tile == 424
+    assert plan(da.from_array(x, chunks=(200, 212)), "diffir-denoise").tile == preferred
+    assert plan(x, "diffir-denoise", RestoreSettings(tile_size=preferred)).tile == preferred
+    assert plan(x, "tv").tile == plan(x, "tv").info.tile_size  # no plane statistics: its own tile
+
+    per_pixel = in_memory.info.bytes_per_pixel
+    room = 2 * per_pixel * (preferred * preferred + 1000)  # twice the budget: the preferred tile fits, the plane not
+    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: room)
+    assert plan(x, "diffir-denoise").tile == preferred
+    monkeypatch.undo()
+
+    def no_statistics(*args, **kwargs):
+        raise AssertionError("an untiled plane needs no statistics pass")
+
+    monkeypatch.setattr(DiffIRRestorer, "prepare_plane", no_statistics)
+    out = restore(x, "diffir-denoise", seed=1, normalize="none")
+    torch.testing.assert_close(out, restore(x, "diffir-denoise", seed=1, normalize="none", tile_size=None))

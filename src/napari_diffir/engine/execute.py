@@ -50,10 +50,15 @@ def finish(plan: Plan, out_work: np.ndarray, norm, layout) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def has_plane_statistics(restorer: Any) -> bool:
+    """Whether tiles of ``restorer`` share statistics of their whole plane (:meth:`Restorer.prepare_plane`)."""
+    return type(restorer).prepare_plane is not Restorer.prepare_plane
+
+
 def needs_plane_statistics(restorer: Any, tiling: PlaneTiling) -> bool:
     """Whether a tiled run computes ``restorer``'s statistics of each whole plane first
     (:meth:`Restorer.prepare_plane`); one tile covering the plane computes them itself."""
-    return len(tiling.tiles) > 1 and type(restorer).prepare_plane is not Restorer.prepare_plane
+    return len(tiling.tiles) > 1 and has_plane_statistics(restorer)
 
 
 class Execution:

@@ -20,6 +20,7 @@ from .axes import Layout, as_array, axes_for
 from .channels import ChannelMap, channel_map
 from .check import check, check_finite
 from .device import check_device_name, free_memory_bytes, local_device, resolve_device, resolve_precision
+from .execute import has_plane_statistics
 from .lazy import cached_restorer, plan_chunks
 from .mask import lazy_mask, work_mask
 from .normalize import Normalizer
@@ -119,7 +120,8 @@ def plan(
         device, sizing = settings.device, local_device(settings.device)
     else:
         device = sizing = resolve_device(settings.device)
-    tile = resolve_tile(settings.tile_size, info, layout.yx, sizing)
+    tile = resolve_tile(settings.tile_size, info, layout.yx, sizing,
+                        whole_plane_first=not lazy and has_plane_statistics(instance))
     _raise(check(
         info, shape, dtype, settings, device_type=None if lazy else device.type,
         mask_shape=None if mask is None else tuple(mask.shape),
@@ -162,21 +164,42 @@ def is_lazy(data: Any) -> bool:
     return type(data).__module__.startswith("dask.")
 
 
-def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int, int], device) -> int:
-    """The tile side: the whole image for ``None``, sized to ``device``'s memory for ``auto``."""
+def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int, int], device,
+                 whole_plane_first: bool = False) -> int:
+    """The tile side: the whole image for ``None``, sized to ``device``'s memory for ``auto``.
+
+    ``whole_plane_first``: with ``auto``, one tile covering the (Y, X) plane if its forward fits
+    the same memory budget. For a restorer whose tiles share statistics of the whole plane
+    (DiffIR), a tiled plane costs a statistics pass first (~1.5-2 forwards of the plane), so an
+    in-memory plane that fits is restored untiled; dask and streamed runs keep the restorer's
+    tile, whose memory is what each worker holds.
+    """
     if tile_size is None:
         return max(yx)
     if isinstance(tile_size, str) and tile_size == "auto":
-        return auto_tile_size(info, device)
+        tile = auto_tile_size(info, device)
+        if whole_plane_first and max(yx) > tile and _forward_bytes(info, yx) <= _tile_budget(device):
+            return max(yx)
+        return tile
     return int(tile_size)
+
+
+def _tile_budget(device) -> float:
+    """Bytes one tile's forward may take: half the free memory of ``device``."""
+    return free_memory_bytes(device) * 0.5
+
+
+def _forward_bytes(info: RestorerInfo, yx: tuple[int, int]) -> float:
+    """The restorer's memory estimate for one forward over a (Y, X) input."""
+    h, w = (-(-n // info.multiple_of) * info.multiple_of for n in yx)
+    return h * w * info.scale**2 * getattr(info, "bytes_per_pixel", 4096)
 
 
 def auto_tile_size(info: RestorerInfo, device) -> int:
     """The restorer's preferred tile, halved until its memory estimate fits in half the free memory."""
     tile = getattr(info, "tile_size", 512) or 512
-    budget = free_memory_bytes(device) * 0.5
-    per_pixel = getattr(info, "bytes_per_pixel", 4096)
-    while tile > MIN_TILE and tile * tile * info.scale**2 * per_pixel > budget:
+    budget = _tile_budget(device)
+    while tile > MIN_TILE and _forward_bytes(info, (tile, tile)) > budget:
         tile //= 2
     return max(tile, MIN_TILE)
 

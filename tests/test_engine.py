@@ -204,9 +204,9 @@ def test_public_api_names():
 
 
 def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
-    """In memory, a DiffIR plane whose forward fits the memory budget is restored untiled (its
-    tiles would first need a statistics pass of the whole plane); dask keeps the restorer's tile,
-    and so does a plane that does not fit."""
+    """A DiffIR plane whose forward fits the memory budget and at most twice the restorer's tile
+    is restored untiled (its tiles would first need a statistics pass of the whole plane), in
+    memory and as a dask array alike; a larger plane, or one the free memory cannot hold, is tiled."""
     import dask.array as da
 
     from napari_diffir.engine import plan as plan_module
@@ -219,7 +219,9 @@ def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
     in_memory = plan(x, "diffir-denoise")
     preferred = in_memory.info.tile_size
     assert preferred < 424 and in_memory.tile == 424
-    assert plan(da.from_array(x, chunks=(200, 212)), "diffir-denoise").tile == preferred
+    assert plan(da.from_array(x, chunks=(200, 212)), "diffir-denoise").tile == 424
+    large = np.zeros((2 * preferred, 2 * preferred), np.float32)  # four times the tile's pixels
+    assert plan(large, "diffir-denoise").tile == preferred
     assert plan(x, "diffir-denoise", RestoreSettings(tile_size=preferred)).tile == preferred
     assert plan(x, "tv").tile == plan(x, "tv").info.tile_size  # no plane statistics: its own tile
 

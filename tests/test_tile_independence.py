@@ -124,6 +124,35 @@ def test_statistics_do_not_depend_on_the_compute_cells():
     torch.testing.assert_close(one.attention[0], a.attention[0], rtol=0, atol=1e-5)
 
 
+def test_passes_until_converged_stop_at_the_tolerance(monkeypatch):
+    """With a tolerance, full passes run until a pass moves no map entry by more than it: zero
+    reaches the exact maps, a huge one stops after the second pass (the first that can compare),
+    and every pass in between moved the maps by more than the tolerance."""
+    from napari_diffir.models.diffir import planewise
+
+    net, plane, _, halo, core = _case("deblur")
+    noise = torch.randn(1, net.ipr_dim)
+    changes: list[float] = []
+    largest = planewise._largest_change
+    monkeypatch.setattr(planewise, "_largest_change", lambda a, b: changes.append(largest(a, b)) or changes[-1])
+    with torch.no_grad():
+        exact = prepare_plane(net, plane, noise=noise, cell=core, halo=halo)
+        zero = prepare_plane(net, plane, noise=noise, cell=core, halo=halo, tolerance=0.0)
+        changes.clear()
+        two = prepare_plane(net, plane, noise=noise, cell=core, halo=halo, passes=2)
+        loose = prepare_plane(net, plane, noise=noise, cell=core, halo=halo, tolerance=1e9)
+        assert len(changes) == 1
+        changes.clear()
+        mid = prepare_plane(net, plane, noise=noise, cell=core, halo=halo, tolerance=1e-3)
+    for x, y in zip(zero.attention, exact.attention, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    for x, y in zip(loose.attention, two.attention, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert changes[-1] <= 1e-3 and all(c > 1e-3 for c in changes[:-1])
+    with pytest.raises(ValueError, match="tolerance must be None or >= 0"):
+        prepare_plane(net, plane, noise=noise, tolerance=-1.0)
+
+
 def test_grid_statistics_are_one_per_cell():
     """A grid keeps one prior and one set of maps per cell, each map a row-stochastic matrix."""
     net, plane, *_ = _case("deblur")

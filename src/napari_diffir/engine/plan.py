@@ -120,8 +120,7 @@ def plan(
         device, sizing = settings.device, local_device(settings.device)
     else:
         device = sizing = resolve_device(settings.device)
-    tile = resolve_tile(settings.tile_size, info, layout.yx, sizing,
-                        whole_plane_first=not lazy and has_plane_statistics(instance))
+    tile = resolve_tile(settings.tile_size, info, layout.yx, sizing, whole_plane_first=has_plane_statistics(instance))
     _raise(check(
         info, shape, dtype, settings, device_type=None if lazy else device.type,
         mask_shape=None if mask is None else tuple(mask.shape),
@@ -169,16 +168,18 @@ def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int,
     """The tile side: the whole image for ``None``, sized to ``device``'s memory for ``auto``.
 
     ``whole_plane_first``: with ``auto``, one tile covering the (Y, X) plane if its forward fits
-    the same memory budget. For a restorer whose tiles share statistics of the whole plane
-    (DiffIR), a tiled plane costs a statistics pass first (~1.5-2 forwards of the plane), so an
-    in-memory plane that fits is restored untiled; dask and streamed runs keep the restorer's
-    tile, whose memory is what each worker holds.
+    the memory budget and takes at most twice the memory of the restorer's own tile. For a
+    restorer whose tiles share statistics of the whole plane (DiffIR), a tiled plane first costs
+    a statistics pass of several forwards, so such a plane is restored untiled: faster and
+    exact, for at most twice the tile's memory (a 512² plane against 384² tiles). The rule is
+    the same for numpy, dask and streamed data, so their results stay equal.
     """
     if tile_size is None:
         return max(yx)
     if isinstance(tile_size, str) and tile_size == "auto":
         tile = auto_tile_size(info, device)
-        if whole_plane_first and max(yx) > tile and _forward_bytes(info, yx) <= _tile_budget(device):
+        if whole_plane_first and max(yx) > tile and _forward_bytes(info, yx) <= min(
+                _tile_budget(device), 2 * _forward_bytes(info, (tile, tile))):
             return max(yx)
         return tile
     return int(tile_size)

@@ -237,3 +237,28 @@ def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
     monkeypatch.setattr(DiffIRRestorer, "prepare_plane", no_statistics)
     out = restore(x, "diffir-denoise", seed=1, normalize="none")
     torch.testing.assert_close(out, restore(x, "diffir-denoise", seed=1, normalize="none", tile_size=None))
+
+
+def test_diffir_plane_statistics_report_their_windows():
+    """A tiled DiffIR plane's statistics passes say how far each pass is, and a cancel during
+    them stops the run (the engine's progress fraction counts tiles and does not move)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((320, 336), dtype=np.float32)
+    calls = []
+    restore(x, "diffir-denoise", tile_size=192, seed=0, progress=lambda d, t, m: calls.append((d, t, m)))
+    stats = [c for c in calls if "plane statistics, " in c[2]]
+    assert stats and all(c[0] == 0 for c in stats)
+    assert [m for *_, m in stats][:4] == [f"plane statistics, {k}/4" for k in range(1, 5)]  # 256-px windows
+    assert sum(m.endswith(", 4/4") for *_, m in stats) >= 2  # at least two passes
+    dones = [c[0] for c in calls]
+    assert dones == sorted(dones) and calls[-1][0] == calls[-1][1]
+
+    seen = []
+
+    def cancel():
+        return any("plane statistics, 1/" in m for m in seen)
+
+    with pytest.raises(RestorationCancelled):
+        restore(x, "diffir-denoise", tile_size=192, seed=0, cancel=cancel,
+                progress=lambda d, t, m: seen.append(m))
+    assert not any("tile 1/" in m for m in seen)

@@ -168,11 +168,17 @@ class Execution:
     def _prepare_view(self, xp: np.ndarray, mp: np.ndarray | None, n: int, gi: int) -> Any:
         p = self.plan
         check_cancel(self.cancel)
-        self.report(0.0, f"{self._where(n, gi)}plane statistics")
+        label = f"{self._where(n, gi)}plane statistics"
+        self.report(0.0, label)
         inp = torch.from_numpy(np.ascontiguousarray(xp))[None].to(p.device)
         mask_t = None if mp is None else torch.from_numpy(np.ascontiguousarray(mp))[None, None].to(p.device)
+
+        def on_step(done: int, total: int) -> None:  # the statistics' own steps: a message, no fraction
+            check_cancel(self.cancel)
+            self.report(0.0, f"{label}, {done}/{total}")
+
         ctx = TileContext(steps=p.settings.steps, seed=self._seed_for(n, gi), image_shape=tuple(xp.shape[-2:]),
-                          scale=self.info.scale, mask=mask_t, step_callback=lambda *_: check_cancel(self.cancel))
+                          scale=self.info.scale, mask=mask_t, step_callback=on_step)
 
         def call():
             with torch.inference_mode(), autocast(p.device, p.precision):  # as its tiles run

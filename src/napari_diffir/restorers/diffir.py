@@ -149,7 +149,7 @@ class DiffIRRestorer(Restorer):
         from ..models.diffir.planewise import prepare_plane
 
         return prepare_plane(self.model, self._memory_format(x), mask=self._mask(x, ctx),
-                             tolerance=self.plane_tolerance, noise=self._noise(ctx, x.device))
+                             tolerance=self.plane_tolerance, noise=self._noise(ctx, x.device), on_window=ctx.step)
 
     def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
         model = self.model

@@ -25,7 +25,7 @@ image and ``mask`` (1 = pixels to fill); the network input is built as the resto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -170,6 +170,7 @@ def prepare_plane(
     tolerance: float | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> PlaneState:
     """Estimate the IPR and every attention layer's maps for one (1, C, H, W) image plane.
 
@@ -191,6 +192,8 @@ def prepare_plane(
         of the output (bundled denoiser, 512² ``camera``: change 0.032 / 0.016 / 0.0067 / 0.0011
         after passes 3-6, output off by 0.018 / 0.0047 / 0.0014 / 0.0006).
     :param noise: the IPR diffusion's start, shared by all cells (else drawn with ``generator``).
+    :param on_window: called with (windows done, windows) of the current pass after each compute
+        window (progress and cancel: it may raise to stop).
     """
     if not isinstance(model, DiffIRS2):
         raise TypeError(f"prepare_plane needs a DiffIR stage-2 model (DiffIRS2), but got {type(model).__name__}")
@@ -217,8 +220,8 @@ def prepare_plane(
         maps: list[torch.Tensor | None] = [None] * layers
 
         def run(sums: AttentionSums, collect: Sequence[int], stop_after: int) -> None:
-            windows = walk(*shape, cell, halo) if attention_grid is None else walk(*shape, attention_grid, 0)
-            for win in windows:
+            windows = list(walk(*shape, cell, halo) if attention_grid is None else walk(*shape, attention_grid, 0))
+            for k, win in enumerate(windows):
                 ey0, ey1, ex0, ex1 = win.extent
                 state = PlaneState(shape, ipr, ipr_cells, tuple(maps), attention_cells)  # type: ignore[arg-type]
                 hook = state.hook((ey0, ex0), (ey1 - ey0, ex1 - ex0), sums=sums, collect=collect,
@@ -230,6 +233,8 @@ def prepare_plane(
                     pass
                 finally:
                     PLANE_HOOK.reset(token)
+                if on_window is not None:
+                    on_window(k + 1, len(windows))
 
         if passes is None and tolerance is None:
             for layer in range(layers):

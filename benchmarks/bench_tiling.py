@@ -87,10 +87,10 @@ def child(args) -> dict:
         seconds = time.perf_counter() - t0
         assert out.shape[-1] == args.size * restorer.info.scale and np.isfinite(out).all()
     cpu = _cpu_seconds() - cpu0
-    from napari_diffir.engine.device import resolve_device
-    from napari_diffir.engine.plan import auto_tile_size
+    from napari_diffir.engine.plan import plan
 
-    tile = auto_tile_size(restorer.info, resolve_device("auto"))
+    shape_only = np.broadcast_to(np.uint16(0), (args.size, args.size))  # no memory: the run's peak stays its own
+    tile = plan(shape_only, restorer).tile  # what the run used: "auto" may take a small plane whole
     return {
         "restorer": restorer.info.name, "mode": args.mode, "size": args.size, "megapixels": args.size**2 / 1e6,
         "scale": restorer.info.scale, "seconds": seconds, "mp_per_s": args.size**2 / 1e6 / seconds,

@@ -67,11 +67,16 @@ class DiffIRRestorer(Restorer):
     channels_last: ClassVar[bool] = True
     """Run the network in channels-last memory format (faster on CPU: norms need no copy)."""
     plane_tolerance: ClassVar[float] = 0.01
-    """A tiled run sums the plane's attention statistics in full passes until no map entry moves
-    by more than this (``planewise.prepare_plane``'s ``tolerance``). A fixed two passes (1.6
-    forwards) were within 0.015 of the exact maps for the session-4 denoiser but 0.068 off
-    (-0.064 dB on 512² camera) for the session-6 one, whose maps converge more slowly; 0.01 took
-    5 passes (about 4 forwards) there and left the output 0.0014 from the exact statistics."""
+    """A tiled run of a deep model sums the plane's attention statistics in full passes until no
+    map entry moves by more than this (``planewise.prepare_plane``'s ``tolerance``). A fixed two
+    passes (1.6 forwards) were within 0.015 of the exact maps for the session-4 denoiser but
+    0.068 off (-0.064 dB on 512² camera) for the session-6 one, whose maps converge more slowly;
+    0.01 took 5-6 passes (3.8-4.4 forwards) there and left the output 0.0014 from exact."""
+    plane_exact_layers: ClassVar[int] = 16
+    """Models with at most this many attention layers get the exact layer-by-layer statistics
+    instead: for the bundled denoiser (13 layers) they cost 2.9-4.1 forwards against 4.4-5.7
+    for the passes (1024² fluorescence-like and 512² camera, one process); for the official
+    deblurring model (44 layers) 14.3, far more than passes."""
 
     def __init__(self, weights: Any = None, **options: Any) -> None:
         super().__init__(**options)
@@ -146,10 +151,13 @@ class DiffIRRestorer(Restorer):
         One prior per plane, as an untiled run estimates it (a fixed-grid prior,
         ``prior_grid=64``, measured 0.6 dB worse on camera with the bundled denoiser).
         """
+        from ..models.diffir._arch import Attention
         from ..models.diffir.planewise import prepare_plane
 
+        layers = sum(isinstance(m, Attention) for m in self.model.G.modules())
+        tolerance = None if layers <= self.plane_exact_layers else self.plane_tolerance
         return prepare_plane(self.model, self._memory_format(x), mask=self._mask(x, ctx),
-                             tolerance=self.plane_tolerance, noise=self._noise(ctx, x.device), on_window=ctx.step)
+                             tolerance=tolerance, noise=self._noise(ctx, x.device), on_window=ctx.step)
 
     def restore_tile(self, x: torch.Tensor, ctx: TileContext) -> torch.Tensor:
         model = self.model

@@ -161,3 +161,21 @@ def test_model_instance_as_weights_and_bf16():
     a = napari_diffir.restore(img, r, seed=0)
     b = napari_diffir.restore(img, r, seed=0, precision="bf16")
     assert np.abs(a - b).max() < 0.05
+
+
+def test_plane_statistics_are_exact_for_shallow_models_and_settle_for_deep_ones(monkeypatch):
+    """Up to 16 attention layers (the bundled models) the statistics are summed layer by layer
+    (exact); a deeper model repeats full passes until the maps settle (exact sums would cost a
+    forward per two layers)."""
+    from napari_diffir.models.diffir import planewise
+
+    seen = []
+    original = planewise.prepare_plane
+    monkeypatch.setattr(planewise, "prepare_plane",
+                        lambda *a, **k: seen.append(k.get("tolerance", "missing")) or original(*a, **k))
+    x = np.random.default_rng(0).random((96, 80), dtype=np.float32)
+    napari_diffir.restore(x, "diffir-denoise", tile_size=64, tile_overlap=16, seed=0)
+    deep = DiffIRS2(dim=8, num_blocks=[2, 3, 3, 3], num_refinement_blocks=2, n_encoder_res=0, n_feats=4,
+                    heads=[1, 1, 1, 1], inp_channels=1, out_channels=1, task="deblur")  # 2+3+3+3+3+3+2+2 = 21
+    napari_diffir.restore(x, get_restorer("diffir", weights=deep), tile_size=64, tile_overlap=16, seed=0)
+    assert seen == [None, 0.01]

@@ -314,8 +314,11 @@ class FeedForward(nn.Module):
         parts = (slice(0, hidden), slice(hidden, 2 * hidden))
         width = -(-hidden // _ALIGN) * _ALIGN
         extra = width - hidden
-        y1, y2 = (_rows_product(x, F.pad(w_b[:, part], (0, 0, 0, extra)), F.pad(bias[:, part], (0, extra)))
-                  for part in parts)
+
+        def padded(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return (w, b) if not extra else (F.pad(w, (0, 0, 0, extra)), F.pad(b, (0, extra)))
+
+        y1, y2 = (_rows_product(x, *padded(w_b[:, part], bias[:, part])) for part in parts)
         halves = [self.dwconv.apply_to(y, part, width) for y, part in zip((y1, y2), parts, strict=True)]
         return _pointwise(F.gelu(halves[0]).mul_(halves[1]), self.project_out, width)
 

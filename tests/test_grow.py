@@ -80,3 +80,33 @@ def test_train_grow_fine_tunes_a_deeper_model_from_a_shallower_one(tmp_path, cap
     trained = load_file(str(deep / "last.safetensors"))
     assert trained["G.encoder_level2.1.ffn.project_out.weight"].abs().max() > 0
     assert trained["G.refinement.0.attn.project_out.weight"].abs().max() > 0
+
+
+def test_grown_lr_scale_makes_only_the_added_blocks_learn_faster(tmp_path, capsys):
+    """Adam's first step moves every weight by about its learning rate, so after one step the
+    added blocks have moved ``--grown-lr-scale`` times as far as the blocks they grew from."""
+    from safetensors.torch import load_file
+
+    tiny = ["--dim", "8", "--n-encoder-res", "0", "--n-feats", "4", "--heads", "1,1,1,1", "--refinement", "0",
+            "--data", "builtin:synthetic", "--n-synthetic", "3", "--patch-size", "16", "--val-every", "0",
+            "--batch-size", "2", "--val-count", "2", "--threads", "1", "--quiet", "--seed", "3"]
+    s1, s2, deep = tmp_path / "s1", tmp_path / "s2", tmp_path / "deep"
+    assert main(["train", "diffir", "--stage", "1", "--steps", "1", "--out", str(s1), "--num-blocks", "1,1,1,1",
+                 *tiny]) == 0
+    assert main(["train", "diffir", "--stage", "2", "--s1", str(s1 / "best.safetensors"), "--steps", "1",
+                 "--out", str(s2), "--num-blocks", "1,1,1,1", *tiny]) == 0
+    init = ["--num-blocks", "2,1,1,1", "--init", str(s2 / "best.safetensors")]
+    capsys.readouterr()
+    assert main(["train", "diffir", "--stage", "2", "--grown-lr-scale", "10", "--steps", "1",
+                 "--out", str(tmp_path / "bad"), *init, *tiny]) == 2
+    assert "--grown-lr-scale applies to the blocks --grow adds" in capsys.readouterr().err
+
+    assert main(["train", "diffir", "--stage", "2", "--grow", "--grown-lr-scale", "100", "--steps", "1",
+                 "--lr", "1e-5", "--out", str(deep), *init, *tiny]) == 0
+    before, after = load_file(str(s2 / "best.safetensors")), load_file(str(deep / "last.safetensors"))
+    old = max((after[k] - v).abs().max().item() for k, v in before.items() if v.is_floating_point())
+    new = after["G.encoder_level1.1.attn.project_out.weight"].abs().max().item()  # started at zero
+    assert 0 < old <= 1.01e-5
+    assert 0.5e-3 < new <= 1.01e-3
+    card = json.loads((deep / "best.json").read_text())
+    assert card["initialised_from"]["grown_lr_scale"] == 100.0

@@ -100,6 +100,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--grow", action="store_true",
                    help="with --init: this architecture may have more blocks per level (--num-blocks, "
                         "--refinement) than the starting weights; the added blocks start as the identity")
+    p.add_argument("--grown-lr-scale", type=float, default=1.0,
+                   help="with --grow: the added blocks learn at this multiple of the learning rate (they start "
+                        "untrained while the rest is converged; e.g. 10)")
     p.add_argument("--pixel-loss", choices=("l1", "l2"), default="l1",
                    help="loss between restoration and ground truth: l1 (official) or l2 (mean squared error, "
                         "what PSNR measures; e.g. for a last fine-tune)")
@@ -184,6 +187,10 @@ def prepare(args: argparse.Namespace):
         ema = 0.999 if args.ema is None else args.ema
         if args.grow and not args.init:
             raise ValueError("--grow needs --init: the weights of the shallower model to start from")
+        if args.grown_lr_scale != 1.0 and not args.grow:
+            raise ValueError("--grown-lr-scale applies to the blocks --grow adds; give --grow (and --init) too")
+        if not args.grown_lr_scale > 0:
+            raise ValueError(f"--grown-lr-scale must be positive, but got {args.grown_lr_scale}")
         if args.stage == 2 and not (args.s1 or args.init):
             raise ValueError("DiffIR stage 2 needs the stage-1 checkpoint (--s1 RUN_DIR/best.safetensors) "
                              "or a stage-2 model to fine-tune (--init)")
@@ -258,14 +265,22 @@ def prepare(args: argparse.Namespace):
         variant = "RRDBNet" if args.stage == "rrdb" else "SRDiff"
         hyper = stage.net.hyperparameters
     init_card = None
+    lr_scales: dict[str, float] = {}
     if args.init:
         init_card = load_init_weights(stage.net, args.init, grow=getattr(args, "grow", False))  # SRDiff has none
+        scale_new = getattr(args, "grown_lr_scale", 1.0)
+        if "grown_blocks" in init_card and scale_new != 1.0:
+            from .grow import grown_parameter_names
+
+            names = [n for n, _ in stage.net.named_parameters()]
+            lr_scales = dict.fromkeys(grown_parameter_names(names, init_card["grown_blocks"]), scale_new)
+            init_card["grown_lr_scale"] = scale_new
     cfg = LoopConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, patch_size=p, lr=args.lr,
                      ema=ema, seed=args.seed, val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes,
                      max_minutes=args.max_minutes, stop_after=args.stop_after, threads=args.threads, progress=not args.quiet,
                      resume=not args.no_resume, command=canonical_command(args), amp=args.amp,
                      channels_last=args.channels_last, device=args.device, workers=args.workers,
-                     compile=args.compile, ema_warmup=not args.init)
+                     compile=args.compile, ema_warmup=not args.init, lr_scales=lr_scales)
     card = {
         "name": name,
         "family": family,

@@ -15,7 +15,7 @@ import re
 
 import torch
 
-__all__ = ["GROWN_ZERO", "grow_state_dict"]
+__all__ = ["GROWN_ZERO", "grow_state_dict", "grown_parameter_names"]
 
 BLOCK = re.compile(r"^(?P<prefix>(?:.*\.)?(?:encoder_level\d|latent|decoder_level\d|refinement))\.(?P<index>\d+)\.")
 """A key of a transformer block of one DIRformer level: ``G.encoder_level1.0.attn.qkv.weight``."""
@@ -51,6 +51,18 @@ def grow_state_dict(weights: dict[str, torch.Tensor], own: dict[str, torch.Tenso
         if key[BLOCK.match(key).end():] in GROWN_ZERO:
             out[key] = torch.zeros_like(own[key])
     return out, _depths(weights, own)
+
+
+def grown_parameter_names(names, depths: dict[str, list[int]]) -> list[str]:
+    """The ``names`` (parameter names of the deeper model) that belong to a block ``--grow``
+    added, given :func:`grow_state_dict`'s summary ``{level: [blocks before, blocks after]}``:
+    these start untrained, so ``--grown-lr-scale`` lets them learn faster than the rest."""
+    out = []
+    for name in names:
+        m = BLOCK.match(name)
+        if m and m["prefix"] in depths and int(m["index"]) >= depths[m["prefix"]][0]:
+            out.append(name)
+    return out
 
 
 def _depths(weights: dict, own: dict) -> dict[str, list[int]]:

@@ -239,24 +239,29 @@ def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
     torch.testing.assert_close(out, restore(x, "diffir-denoise", seed=1, normalize="none", tile_size=None))
 
 
-def test_diffir_plane_statistics_report_their_windows():
-    """A tiled DiffIR plane's statistics passes say how far each pass is, and a cancel during
-    them stops the run (the engine's progress fraction counts tiles and does not move)."""
+def test_diffir_plane_statistics_count_in_the_progress_fraction():
+    """A tiled DiffIR plane's statistics (most of a tiled run's time) move the progress
+    fraction by their estimated cost, in tiles, before the first tile; a cancel during them
+    stops the run."""
     rng = np.random.default_rng(0)
     x = rng.random((320, 336), dtype=np.float32)
     calls = []
     restore(x, "diffir-denoise", tile_size=192, seed=0, progress=lambda d, t, m: calls.append((d, t, m)))
     stats = [c for c in calls if "plane statistics, " in c[2]]
-    assert stats and all(c[0] == 0 for c in stats)
-    assert [m for *_, m in stats][:4] == [f"plane statistics, {k}/4" for k in range(1, 5)]  # 256-px windows
-    assert sum(m.endswith(", 4/4") for *_, m in stats) >= 2  # at least two passes
+    first_tile = next(i for i, c in enumerate(calls) if "tile 1/" in c[2])
+    assert stats[-1][2] == "plane statistics, 100%" and calls.index(stats[-1]) < first_tile
+    tiles = 4  # 320 x 336 at tile 192
+    total = calls[-1][1]
+    assert total > 2 * tiles  # the statistics weigh more than the tiles (several forwards of the plane)
+    assert stats[0][0] < 0.1 * total and stats[-1][0] == pytest.approx(total - tiles)
+    assert len({c[0] for c in stats}) > 10  # it moves window by window
     dones = [c[0] for c in calls]
-    assert dones == sorted(dones) and calls[-1][0] == calls[-1][1]
+    assert dones == sorted(dones) and calls[-1][0] == total
 
     seen = []
 
     def cancel():
-        return any("plane statistics, 1/" in m for m in seen)
+        return any("plane statistics, " in m for m in seen)
 
     with pytest.raises(RestorationCancelled):
         restore(x, "diffir-denoise", tile_size=192, seed=0, cancel=cancel,

@@ -225,3 +225,30 @@ def test_inputs_are_checked():
         restore_tile_with(net, plane[..., :64, :64], state, (8, 0))
     with pytest.raises(TypeError, match="stage-2"):
         prepare_plane(tiny(__import__("napari_diffir").models.diffir.DiffIRS1), plane)
+
+
+def test_statistics_progress_counts_the_work_each_mode_does():
+    """``on_window`` counts pixel-layers: layer by layer the pass for layer l runs every window
+    up to l (the whole estimate is (L + 1) / 2 forwards of a plane that is one window), full
+    passes run them all; the counts rise to the total, and a tolerance that settles early
+    reports the end."""
+    from napari_diffir.models.diffir.planewise import statistics_forwards
+
+    net, plane, _, halo, core = _case("deblur")
+    layers = sum(isinstance(m, Attention) for m in net.G.modules())
+    h, w = plane.shape[-2:]
+    noise = torch.randn(1, net.ipr_dim)
+    whole = max(h, w)  # one window covers the plane: the work is exactly (L + 1) / 2 forwards
+    assert statistics_forwards(net, (h, w), cell=whole, halo=0) == pytest.approx((layers + 1) / 2)
+    assert statistics_forwards(net, (h, w), cell=whole, halo=0, passes=3) == pytest.approx(3)
+    assert statistics_forwards(net, (h, w), cell=whole, halo=0, tolerance=0.1) == pytest.approx(layers)
+    for kwargs in ({}, {"passes": 2}, {"tolerance": 1e9}):
+        seen: list[tuple[int, int]] = []
+        with torch.no_grad():
+            prepare_plane(net, plane, noise=noise, cell=core, halo=halo, on_window=lambda d, t, seen=seen: seen.append((d, t)), **kwargs)
+        total = seen[0][1]
+        expected = statistics_forwards(net, (h, w), cell=core, halo=halo, **kwargs) * h * w * layers
+        assert total == pytest.approx(expected)
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (total, total)
+        if "tolerance" in kwargs:  # settled after 2 of L passes: the last report jumps to the end
+            assert seen[-2][0] == 2 * total // layers

@@ -288,6 +288,11 @@ class Restorer(abc.ABC):
         """
         return None
 
+    def plane_statistics_cost(self, height: int, width: int) -> float:
+        """What :meth:`prepare_plane` costs on a padded ``height`` x ``width`` plane, in forwards
+        of the whole plane: the engine's progress weighs it against the tiles (default 1)."""
+        return 1.0
+
     def metadata(self) -> dict:
         """What the output records about this restorer (name, weights, options)."""
         return {"restorer": self.info.name, "weights": self.info.weights, **{

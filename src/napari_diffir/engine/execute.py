@@ -71,6 +71,7 @@ class Execution:
         self.cancel = cancel
         self.done = 0
         self.total = 0
+        self.statistics_units = 0.0  # a plane's statistics pass, in tiles (progress; set by run)
 
     def run(self) -> np.ndarray:
         p = self.plan
@@ -88,7 +89,9 @@ class Execution:
         s = self.info.scale
         out_work = np.empty((n_planes, p.channels.out_channels, h * s, w * s), np.float32)
         p.restorer.to(p.device)
-        self.total = n_planes * len(groups) * len(p.tiling(h, w).tiles)
+        tiling = p.tiling(h, w)
+        self.statistics_units = self._statistics_units(tiling)
+        self.total = n_planes * len(groups) * (len(tiling.tiles) + self.statistics_units)
         check_cancel(self.cancel)
         self.report(0.0, "starting")
         for n in range(n_planes):
@@ -103,6 +106,15 @@ class Execution:
         if self.info.standardize_output is not None:  # whole-output statistics (a dask graph applies its own)
             standardize(out_work, self.info.standardize_output)
         return finish(p, out_work, norm, layout)
+
+    def _statistics_units(self, tiling: PlaneTiling) -> float:
+        """A plane's statistics pass in the progress count's unit (one tile): its cost in
+        forwards of the plane times the tiles one forward of the plane is worth."""
+        if not needs_plane_statistics(self.plan.restorer, tiling):
+            return 0.0
+        tile_pixels = sum(t.h * t.w for t in tiling.tiles) / len(tiling.tiles)
+        forwards = self.plan.restorer.plane_statistics_cost(tiling.ph, tiling.pw)
+        return forwards * tiling.ph * tiling.pw / tile_pixels
 
     def report(self, frac: float, message: str) -> None:
         if self.progress is not None:
@@ -142,7 +154,10 @@ class Execution:
         mp = None
         if mask is not None:
             mp = pad_to(torch.from_numpy(np.ascontiguousarray(mask))[None, None], tiling.ph, tiling.pw)[0, 0].numpy()
-        state = self.prepare(xp, mp, n, gi) if needs_plane_statistics(p.restorer, tiling) else None
+        state = None
+        if needs_plane_statistics(p.restorer, tiling):
+            state = self.prepare(xp, mp, n, gi)
+            self.done += self.statistics_units
         acc = np.zeros((self.plan.channels.group_out, tiling.ph * s, tiling.pw * s), np.float32)
         wsum = np.zeros((tiling.ph * s, tiling.pw * s), np.float32)
         start_done = self.done
@@ -162,20 +177,25 @@ class Execution:
         with ``tta``, a list of those of its eight transforms (the tiles' views of them)."""
         if not self.plan.settings.tta:
             return self._prepare_view(xp, mp, n, gi)
-        return [self._prepare_view(dihedral.forward(xp, j), None if mp is None else dihedral.forward(mp, j), n, gi)
+        return [self._prepare_view(dihedral.forward(xp, j), None if mp is None else dihedral.forward(mp, j), n, gi,
+                                   (j, dihedral.COUNT))
                 for j in range(dihedral.COUNT)]
 
-    def _prepare_view(self, xp: np.ndarray, mp: np.ndarray | None, n: int, gi: int) -> Any:
+    def _prepare_view(self, xp: np.ndarray, mp: np.ndarray | None, n: int, gi: int,
+                      view: tuple[int, int] = (0, 1)) -> Any:
         p = self.plan
         check_cancel(self.cancel)
-        label = f"{self._where(n, gi)}plane statistics"
-        self.report(0.0, label)
+        j, views = view
+        label = f"{self._where(n, gi)}plane statistics" + (f", view {j + 1}/{views}" if views > 1 else "")
+        units = self.statistics_units
+        self.report(units * j / views, label)
         inp = torch.from_numpy(np.ascontiguousarray(xp))[None].to(p.device)
         mask_t = None if mp is None else torch.from_numpy(np.ascontiguousarray(mp))[None, None].to(p.device)
 
-        def on_step(done: int, total: int) -> None:  # the statistics' own steps: a message, no fraction
+        def on_step(done: int, total: int) -> None:
             check_cancel(self.cancel)
-            self.report(0.0, f"{label}, {done}/{total}")
+            part = done / total if total else 1.0
+            self.report(units * (j + part) / views, f"{label}, {round(100 * part)}%")
 
         ctx = TileContext(steps=p.settings.steps, seed=self._seed_for(n, gi), image_shape=tuple(xp.shape[-2:]),
                           scale=self.info.scale, mask=mask_t, step_callback=on_step)

@@ -32,10 +32,11 @@ import torch
 
 from ._arch import Attention, DiffIRS2
 from ._arch.dirformer import PLANE_HOOK
-from .plane_cells import Cells, walk
+from .plane_cells import Cells, Window, walk
 from .plane_hook import AttentionSums, PlaneHook, StopForward
 
-__all__ = ["PlaneState", "cpen_radius", "model_input", "prepare_plane", "receptive_radius", "restore_tile_with"]
+__all__ = ["PlaneState", "cpen_radius", "model_input", "prepare_plane", "receptive_radius", "restore_tile_with",
+           "statistics_forwards", "statistics_work"]
 
 
 @dataclass(frozen=True)
@@ -192,15 +193,16 @@ def prepare_plane(
         of the output (bundled denoiser, 512² ``camera``: change 0.032 / 0.016 / 0.0067 / 0.0011
         after passes 3-6, output off by 0.018 / 0.0047 / 0.0014 / 0.0006).
     :param noise: the IPR diffusion's start, shared by all cells (else drawn with ``generator``).
-    :param on_window: called with (windows done, windows) of the current pass after each compute
-        window (progress and cancel: it may raise to stop).
+    :param on_window: called after each compute window with (work done, work in all) of the
+        whole estimate, in the units of :func:`statistics_work` (progress and cancel: it may
+        raise to stop); passes that ``tolerance`` ends early jump to the end.
     """
     if not isinstance(model, DiffIRS2):
         raise TypeError(f"prepare_plane needs a DiffIR stage-2 model (DiffIRS2), but got {type(model).__name__}")
     if plane.ndim != 4 or plane.shape[0] != 1:
         raise ValueError(f"Expected one (1, C, H, W) plane, but got {tuple(plane.shape)}")
     m = model.multiple_of
-    halo = 32 * model.G.unshuffle if halo is None else halo
+    halo = _default_halo(model) if halo is None else halo
     if cell <= 0 or cell % m or halo < 0 or halo % m:
         raise ValueError(f"cell and halo must be multiples of {m} (cell > 0), but got {cell} and {halo}")
     if passes is not None and passes < 0:
@@ -218,10 +220,13 @@ def prepare_plane(
         ipr = _plane_ipr(model, inp, ipr_cells, cell, start)
         z = ipr[0, 0].unsqueeze(0)
         maps: list[torch.Tensor | None] = [None] * layers
+        windows = _windows(shape, cell, halo, attention_grid)
+        total = statistics_work(layers, windows, passes, tolerance)
+        done = 0
 
         def run(sums: AttentionSums, collect: Sequence[int], stop_after: int) -> None:
-            windows = list(walk(*shape, cell, halo) if attention_grid is None else walk(*shape, attention_grid, 0))
-            for k, win in enumerate(windows):
+            nonlocal done
+            for win in windows:
                 ey0, ey1, ex0, ex1 = win.extent
                 state = PlaneState(shape, ipr, ipr_cells, tuple(maps), attention_cells)  # type: ignore[arg-type]
                 hook = state.hook((ey0, ex0), (ey1 - ey0, ex1 - ex0), sums=sums, collect=collect,
@@ -233,8 +238,9 @@ def prepare_plane(
                     pass
                 finally:
                     PLANE_HOOK.reset(token)
+                done += _window_work(win, stop_after)
                 if on_window is not None:
-                    on_window(k + 1, len(windows))
+                    on_window(min(done, total), total)
 
         if passes is None and tolerance is None:
             for layer in range(layers):
@@ -248,7 +254,52 @@ def prepare_plane(
                 previous, maps = maps, [sums.attention(layer) for layer in range(layers)]
                 if tolerance is not None and previous[0] is not None and _largest_change(previous, maps) <= tolerance:
                     break
+        if on_window is not None and done < total:
+            on_window(total, total)  # settled early
     return PlaneState(shape, ipr, ipr_cells, tuple(maps), attention_cells)  # type: ignore[arg-type]
+
+
+def _windows(shape: tuple[int, int], cell: int, halo: int, attention_grid: int | None) -> list[Window]:
+    return list(walk(*shape, cell, halo) if attention_grid is None else walk(*shape, attention_grid, 0))
+
+
+def _window_work(win: Window, stop_after: int) -> int:
+    """A window's forward up to attention layer ``stop_after``: its pixels times the layers run
+    (a DIRformer level's blocks cost about the same whatever the level: 4x fewer pixels, 2x the
+    channels)."""
+    ey0, ey1, ex0, ex1 = win.extent
+    return (ey1 - ey0) * (ex1 - ex0) * (stop_after + 1)
+
+
+def statistics_work(layers: int, windows: Sequence[Window], passes: int | None = None,
+                    tolerance: float | None = None) -> int:
+    """What :func:`prepare_plane` computes, in pixel-layers (one attention layer on one pixel of
+    the model input): layer by layer, the pass for layer ``l`` runs every window up to ``l``;
+    with ``passes`` or ``tolerance``, every pass runs them all (as many passes as allowed; a
+    ``tolerance`` may end sooner). A whole forward of an H x W input is ``H * W * layers``."""
+    if not layers:
+        return 0
+    exact = passes is None and tolerance is None
+    per_layer = [sum(_window_work(w, stop) for w in windows) for stop in range(layers)]
+    if exact:
+        return sum(per_layer)
+    return (layers if passes is None else passes) * per_layer[-1]
+
+
+def statistics_forwards(model: DiffIRS2, shape: tuple[int, int], *, cell: int = 256, halo: int | None = None,
+                        attention_grid: int | None = None, passes: int | None = None,
+                        tolerance: float | None = None) -> float:
+    """:func:`prepare_plane`'s work on an (H, W) model input, in forwards of the whole input (for
+    progress: the engine weighs it against the tiles)."""
+    layers = sum(isinstance(mod, Attention) for mod in model.G.modules())
+    if not layers:
+        return 0.0
+    windows = _windows(shape, cell, _default_halo(model) if halo is None else halo, attention_grid)
+    return statistics_work(layers, windows, passes, tolerance) / (shape[0] * shape[1] * layers)
+
+
+def _default_halo(model: DiffIRS2) -> int:
+    return 32 * model.G.unshuffle
 
 
 def _largest_change(before: Sequence[torch.Tensor | None], after: Sequence[torch.Tensor]) -> float:

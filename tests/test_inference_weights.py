@@ -104,6 +104,38 @@ def test_inference_conv_on_channel_parts_equals_the_sliced_convolution():
         _conv(groups=1).apply_to(x, part)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_gelu_gate_of_the_two_halves_equals_the_separate_ops(bias, monkeypatch):
+    """``gelu(conv(x1)) * conv(x2)`` over two channel halves, padded to a width: in bf16 the
+    oneDNN post-ops (within bf16 rounding of the separate ops), in float32 the separate ops
+    exactly."""
+    from napari_diffir.models.diffir._arch import inference_conv
+
+    torch.manual_seed(0)
+    conv = InferenceConv2d(10, 10, 3, padding=1, groups=10, bias=bias).eval()
+    parts, width = (slice(0, 5), slice(5, 10)), 8
+    x1, x2 = (torch.randn(1, width, 9, 7).contiguous(memory_format=CL) for _ in range(2))
+    x1[:, 5:], x2[:, 5:] = 0, 0  # the padding channels, zero as the FFN's halves give them
+
+    def separate(a, b):
+        return F.gelu(conv.apply_to(a, parts[0], width)) * conv.apply_to(b, parts[1], width)
+
+    with torch.inference_mode():
+        torch.testing.assert_close(conv.gelu_gate(x1, x2, parts, width), separate(x1, x2), rtol=0, atol=0)
+        exact = separate(x1, x2)
+        with _autocast():
+            a, b = x1.to(BF16), x2.to(BF16)
+            fused = conv.gelu_gate(a, b, parts, width)
+            monkeypatch.setattr(inference_conv, "_FUSED", False)
+            plain = conv.gelu_gate(a, b, parts, width)
+            ref = separate(a, b)
+    assert fused.dtype == BF16 and fused.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(plain, ref, rtol=0, atol=0)
+    torch.testing.assert_close(fused.float(), ref.float(), rtol=2**-7, atol=1e-2)
+    assert fused[:, 5:].abs().max() == 0  # padding stays exact zeros
+    torch.testing.assert_close(fused.float(), exact, rtol=2**-6, atol=2e-2)
+
+
 def test_inference_conv_trains_like_nn_conv2d():
     conv = _conv()
     x = torch.randn(1, 12, 6, 6)

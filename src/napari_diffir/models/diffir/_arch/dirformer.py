@@ -319,8 +319,7 @@ class FeedForward(nn.Module):
             return (w, b) if not extra else (F.pad(w, (0, 0, 0, extra)), F.pad(b, (0, extra)))
 
         y1, y2 = (_rows_product(x, *padded(w_b[:, part], bias[:, part])) for part in parts)
-        halves = [self.dwconv.apply_to(y, part, width) for y, part in zip((y1, y2), parts, strict=True)]
-        return _pointwise(F.gelu(halves[0]).mul_(halves[1]), self.project_out, width)
+        return _pointwise(self.dwconv.gelu_gate(y1, y2, parts, width), self.project_out, width)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The FFN after its modulated ``project_in``: depthwise conv, GELU gate, ``project_out``."""

@@ -204,9 +204,10 @@ def test_public_api_names():
 
 
 def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
-    """A DiffIR plane whose forward fits the memory budget and at most twice the restorer's tile
-    is restored untiled (its tiles would first need a statistics pass of the whole plane), in
-    memory and as a dask array alike; a larger plane, or one the free memory cannot hold, is tiled."""
+    """A DiffIR plane whose forward (in strips) fits the memory budget and at most four times
+    the restorer's tile is restored untiled (its tiles would first need a statistics pass of the
+    whole plane), in memory and as a dask array alike; a larger plane, or one the free memory
+    cannot hold, is tiled."""
     import dask.array as da
 
     from napari_diffir.engine import plan as plan_module
@@ -220,15 +221,19 @@ def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
     preferred = in_memory.info.tile_size
     assert preferred < 424 and in_memory.tile == 424
     assert plan(da.from_array(x, chunks=(200, 212)), "diffir-denoise").tile == 424
-    large = np.zeros((2 * preferred, 2 * preferred), np.float32)  # four times the tile's pixels
-    assert plan(large, "diffir-denoise").tile == preferred
+    info = in_memory.info
+    tile_bytes = info.bytes_per_pixel * preferred**2
+    side = int((4 * tile_bytes / info.plane_bytes_per_pixel) ** 0.5) // 8 * 8  # four tiles' memory
+    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: 64 * 2**30)
+    assert plan(np.zeros((side, side), np.float32), "diffir-denoise").tile == side
+    assert plan(np.zeros((side + 16, side + 16), np.float32), "diffir-denoise").tile == preferred
     assert plan(x, "diffir-denoise", RestoreSettings(tile_size=preferred)).tile == preferred
     assert plan(x, "tv").tile == plan(x, "tv").info.tile_size  # no plane statistics: its own tile
 
-    per_pixel = in_memory.info.bytes_per_pixel
-    room = 2 * per_pixel * (preferred * preferred + 1000)  # twice the budget: the preferred tile fits, the plane not
+    room = 2 * (tile_bytes + 1000)  # twice the budget: the preferred tile fits, a 1000² plane in strips not
+    assert info.plane_bytes_per_pixel * 1000**2 > tile_bytes + 1000
     monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: room)
-    assert plan(x, "diffir-denoise").tile == preferred
+    assert plan(np.zeros((1000, 1000), np.float32), "diffir-denoise").tile == preferred
     monkeypatch.undo()
 
     def no_statistics(*args, **kwargs):

@@ -134,6 +134,9 @@ class RestorerInfo:
     """Preferred tile side (input pixels) for ``tile_size="auto"``; shrunk to fit free memory."""
     bytes_per_pixel: int = 4096
     """Rough peak memory per *output* pixel, used to size ``auto`` tiles."""
+    plane_bytes_per_pixel: int | None = None
+    """The same for a whole plane restored as one tile, where that needs less than a tile's
+    forward (DiffIR runs its blocks in strips); None: ``bytes_per_pixel``."""
     sampling_steps: bool = False
     """Whether the restorer honours the engine's ``steps`` (``TileContext.steps``)."""
     stochastic: bool = False

@@ -1,15 +1,14 @@
-"""An untiled DIRformer forward whose attention and feed-forward blocks run in row strips.
+"""An untiled DIRformer forward whose transformer blocks run in row strips.
 
 A plain forward of a whole plane holds each block's temporaries for every pixel at once (the
-q, k, v maps, the FFN's expansion): about 3.3 GiB for the bundled denoiser at 1024², which is
-why large planes are tiled, and a tiled plane then needs its statistics first
-(:mod:`.planewise`, several forwards' worth of work). :class:`StripHook` keeps the whole-plane
-feature maps between blocks but computes inside each block a strip of rows at a time, so the
-temporaries are a strip's: the attention sums its statistics over the strips (one pass that
-also keeps v) and then applies the plane's maps strip by strip; the feed-forward, which is
-local, runs each strip with the one row of context its 3x3 depthwise convolution needs. The
-result is the plain forward's (the same sums, taken in another order) at about the cost of one
-forward.
+normed map, q, k, v, the FFN's expansion): about 2.7 GiB for the bundled denoiser at 1024² in
+float32, which is why large planes are tiled, and a tiled plane then needs its statistics first
+(:mod:`.planewise`, several forwards' worth of work). :class:`StripHook` keeps only the block's
+input and output maps (and v) for the whole plane and computes everything else a strip of rows
+at a time: the attention sums its statistics over the strips (one pass that also keeps v),
+then adds the plane's attention to the input strip by strip; the feed-forward, which is local,
+runs each strip with the one row of context its 3x3 depthwise convolution needs. The result is
+the plain forward's (the same sums, taken in another order) at about the cost of one forward.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ._arch.dirformer import PLANE_HOOK, Attention, FeedForward, _gram, _ipr_affine, _is_channels_last, _modulated_pointwise
+from ._arch.dirformer import PLANE_HOOK, TransformerBlock, _gram, _ipr_affine, _is_channels_last, _modulated_pointwise
 
 __all__ = ["StripHook", "in_strips", "strip_rows"]
 
@@ -36,8 +35,8 @@ def strip_rows(height: int, rows: int) -> Iterator[tuple[int, int]]:
 
 
 class StripHook:
-    """Installed through ``PLANE_HOOK`` for one forward: every attention and feed-forward block
-    of the forward runs over strips of about ``pixels`` pixels (at least one row) of its map."""
+    """Installed through ``PLANE_HOOK`` for one forward: every transformer block of the forward
+    runs over strips of about ``pixels`` pixels (at least one row) of its map."""
 
     def __init__(self, pixels: int = 64 * 1024) -> None:
         self.pixels = pixels
@@ -48,14 +47,23 @@ class StripHook:
         for r0, r1 in strip_rows(h, max(1, self.pixels // max(1, w))):
             yield r0, r1, max(0, r0 - HALO), min(h, r1 + HALO)
 
-    def attention(self, module: Attention, x: torch.Tensor, z: torch.Tensor,
-                  ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None) -> torch.Tensor:
-        scale, shift = _ipr_affine(module.kernel, z, x.shape[0], ln_weight, ln_bias)
-        gram = qq = kk = None
-        v_plane = None
+    def block(self, block: TransformerBlock, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``x + DMTA(LN(x))``, then that plus ``DGFN(LN(.))``, strip by strip."""
+        token = PLANE_HOOK.set(None)  # the modules' own forwards inside a strip
+        try:
+            return self._feed_forward(block, self._attention(block, x, z), z)
+        finally:
+            PLANE_HOOK.reset(token)
+
+    def _attention(self, block: TransformerBlock, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        attn = block.attn
+        gram = qq = kk = v_plane = affine = None
         for r0, r1, a0, a1 in self._strips(x):
-            qkv = module.qkv_dwconv(_modulated_pointwise(x[..., a0:a1, :], module.qkv, scale, shift))
-            q, k, v = module.split(qkv[..., r0 - a0 : r1 - a0, :])
+            x_hat, ln_weight, ln_bias = block.norm1.normalize(x[..., a0:a1, :])
+            if affine is None:  # the modulation is the same for every strip: the plane's IPR
+                affine = _ipr_affine(attn.kernel, z, x.shape[0], ln_weight, ln_bias)
+            qkv = attn.qkv_dwconv(_modulated_pointwise(x_hat, attn.qkv, *affine))
+            q, k, v = attn.split(qkv[..., r0 - a0 : r1 - a0, :])
             g = _gram(q, k).float()
             sq = q.square().sum(-1, keepdim=True, dtype=torch.float32)
             sk = k.square().sum(-1, keepdim=True, dtype=torch.float32)
@@ -63,34 +71,26 @@ class StripHook:
             if v_plane is None:
                 v_plane = _plane_like(v, x)
             v_plane[..., r0:r1, :] = v
-        qn, kn = qq.sqrt().clamp_min(1e-12), kk.sqrt().clamp_min(1e-12)
-        attn = (gram / (qn * kn.transpose(-2, -1)) * module.temperature).softmax(dim=-1)
-        out = None
+        # as Attention.attention_map, from the plane's sums
+        maps = (gram / (qq.sqrt().clamp_min(1e-12) * kk.sqrt().clamp_min(1e-12).transpose(-2, -1))
+                * attn.temperature).softmax(dim=-1)
+        out = _plane_like(x, x)
         for r0, r1, _, _ in self._strips(x):
-            part = module.attend(attn, v_plane[..., r0:r1, :])
-            if out is None:
-                out = _plane_like(part, x)
-            out[..., r0:r1, :] = part
+            torch.add(x[..., r0:r1, :], attn.attend(maps, v_plane[..., r0:r1, :]), out=out[..., r0:r1, :])
         return out
 
-    def feed_forward(self, module: FeedForward, x: torch.Tensor, z: torch.Tensor,
-                     ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None) -> torch.Tensor:
-        out = None
-        token = PLANE_HOOK.set(None)  # the module's own forward for each strip
-        try:
-            for r0, r1, a0, a1 in self._strips(x):
-                part = module(x[..., a0:a1, :], z, ln_weight, ln_bias)[..., r0 - a0 : r1 - a0, :]
-                if out is None:
-                    out = _plane_like(part, x)
-                out[..., r0:r1, :] = part
-        finally:
-            PLANE_HOOK.reset(token)
+    def _feed_forward(self, block: TransformerBlock, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        out = _plane_like(x, x)
+        for r0, r1, a0, a1 in self._strips(x):
+            x_hat, ln_weight, ln_bias = block.norm2.normalize(x[..., a0:a1, :])
+            part = block.ffn(x_hat, z, ln_weight, ln_bias)[..., r0 - a0 : r1 - a0, :]
+            torch.add(x[..., r0:r1, :], part, out=out[..., r0:r1, :])
         return out
 
 
 @contextlib.contextmanager
 def in_strips(pixels: int = 64 * 1024) -> Iterator[StripHook]:
-    """Run the DIRformer forwards inside the block in strips of about ``pixels`` pixels."""
+    """Run the transformer blocks of the DIRformer forwards inside in strips of about ``pixels`` pixels."""
     token = PLANE_HOOK.set(StripHook(pixels))
     try:
         yield PLANE_HOOK.get()

@@ -117,3 +117,5 @@ def test_engine_restores_a_plane_above_the_tile_size_in_one_piece(monkeypatch):
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
     monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: 64 * 2**30)
     assert plan(np.zeros((1600, 1600), np.float32), "diffir-denoise").tile == 384  # beyond four tiles' memory
+    sr = plan(np.zeros((512, 512), np.float32), "diffir-sr4")  # SR too: its body in strips at the input size
+    assert sr.tile == 512 and sr.info.tile_size == 256

@@ -170,7 +170,7 @@ def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int,
     ``whole_plane_first``: with ``auto``, one tile covering the (Y, X) plane if its memory
     estimate fits the budget and is at most :data:`WHOLE_PLANE_FACTOR` times that of the
     restorer's own tile (twice for a plain forward, four times for a restorer that runs a whole
-    plane in strips: ``info.plane_bytes_per_pixel``). For a restorer whose tiles share
+    plane in strips and declares ``info.plane_bytes_per_pixel``). For a restorer whose tiles share
     statistics of the whole plane (DiffIR), a tiled plane first costs a statistics pass of
     several forwards, so such a plane is restored untiled: faster and exact (bundled denoiser,
     1024²: 4.8 CPU-s in strips against 59 tiled). The rule is the same for numpy, dask and

@@ -41,13 +41,17 @@ def _peak_bytes_per_output_pixel(task: str, dim: int) -> int:
     return max(2048, 10_000 * dim // 48)
 
 
-def _strip_bytes_per_output_pixel(task: str, dim: int) -> int | None:
+def _strip_bytes_per_output_pixel(task: str, dim: int, channels: int) -> int:
     """Peak fp32 memory per output pixel of a whole plane restored in one piece, whose blocks
     run in row strips (``strip_forward``): the feature maps between blocks, not a forward's
-    temporaries. Measured for the bundled denoiser (dim 24) at 1024², peak RSS growth: 1.4 kB
-    in fp32 (1.3 kB through the engine), 1.0 kB in bf16 (the plain forward: 2.7 / 1.7 kB); with
-    a margin. SR: None, its x4 tail at the output resolution is not in strips."""
-    return None if task == "sr" else max(1024, 75 * dim)
+    temporaries, about 75 bytes per body pixel per unit of ``dim``. Measured (peak RSS growth)
+    for the bundled denoiser (dim 24) at 1024²: 1.4 kB per pixel in fp32 (1.3 kB through the
+    engine), 1.0 kB in bf16, the plain forward 2.7 / 1.7 kB; for the bundled SR x4 (dim 24) at
+    512² -> 2048²: 110 B per output pixel, the plain forward 224 B. SR bodies run at 1/16 of
+    the output pixels whatever the scale, plus a few output-sized maps. With a margin."""
+    if task == "sr":
+        return 100 * dim // 16 + 16 * channels
+    return max(1024, 75 * dim)
 
 
 class DiffIRRestorer(Restorer):
@@ -118,7 +122,7 @@ class DiffIRRestorer(Restorer):
             # 4096² image under 1.5 GiB and two streaming workers under 2 GiB.
             tile_size=256 if task == "sr" else 384,
             bytes_per_pixel=_peak_bytes_per_output_pixel(task, hp["dim"]),
-            plane_bytes_per_pixel=_strip_bytes_per_output_pixel(task, hp["dim"]),
+            plane_bytes_per_pixel=_strip_bytes_per_output_pixel(task, hp["dim"], image_channels),
         )
         if self.info.task == "restore":  # generic class: become what the checkpoint is
             changes["task"] = _INFO_TASK[task]

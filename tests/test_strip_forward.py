@@ -119,3 +119,18 @@ def test_engine_restores_a_plane_above_the_tile_size_in_one_piece(monkeypatch):
     assert plan(np.zeros((1600, 1600), np.float32), "diffir-denoise").tile == 384  # beyond four tiles' memory
     sr = plan(np.zeros((512, 512), np.float32), "diffir-sr4")  # SR too: its body in strips at the input size
     assert sr.tile == 512 and sr.info.tile_size == 256
+
+
+def test_strips_keep_each_image_of_a_batch_apart():
+    """Each image of a batch gets its own attention sums, as in the plain forward."""
+    net, plane, *_ = _case("deblur")
+    x = torch.cat([plane, plane.flip(-1) * 0.5]).contiguous(memory_format=torch.channels_last)
+    net = net.to(memory_format=torch.channels_last)
+    noise = torch.randn(2, net.ipr_dim)
+    with torch.inference_mode():
+        plain = net.restore(x, noise=noise)
+        with in_strips(300):
+            stripped = net.restore(x, noise=noise)
+        alone = net.restore(x[1:], noise=noise[1:])
+    torch.testing.assert_close(stripped, plain, rtol=0, atol=2e-5)
+    torch.testing.assert_close(stripped[1:], alone, rtol=0, atol=2e-5)

@@ -97,6 +97,27 @@ def test_streamed_file_equals_in_memory(tmp_path):
     np.testing.assert_allclose(got, restore(img, name, **kw), rtol=0, atol=1e-4)
 
 
+def test_streamed_file_with_the_default_tile_equals_in_memory(tmp_path, monkeypatch):
+    """With ``tile_size="auto"`` a DiffIR plane above its tile but small enough to be one tile
+    in memory is one tile streamed too (no statistics pass), so the two runs agree."""
+    from napari_diffir.restorers.diffir import DiffIRRestorer
+
+    img = _image((1, 448, 432))[0]
+    src = str(tmp_path / "in.tif")
+    tifffile.imwrite(src, img)
+    kw = dict(normalize="none", seed=3)
+    expected = restore(img, "diffir-denoise", **kw)
+
+    def no_statistics(*args, **kwargs):
+        raise AssertionError("a plane restored as one tile in memory needs no statistics streamed")
+
+    monkeypatch.setattr(DiffIRRestorer, "prepare_plane", no_statistics)
+    out = str(tmp_path / "out.ome.zarr")
+    restore_file(src, out, "diffir-denoise", progress=False, **kw)
+    got = zarr.open_array(out + "/0", mode="r")[:]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
 class _PerTileDenoiser(DiffIRDenoise):
     """The bundled denoiser with each tile's own statistics (the engine before plane statistics)."""
 

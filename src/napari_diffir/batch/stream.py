@@ -29,6 +29,7 @@ import numpy as np
 from ..engine.axes import LOOP_AXES, Layout
 from ..engine.check import check
 from ..engine.device import local_device
+from ..engine.execute import has_plane_statistics
 from ..engine.lazy import fit_normalizer_dask
 from ..engine.normalize import Normalizer
 from ..engine.plan import Plan, build_restorer, plan, resolve_tile
@@ -204,7 +205,8 @@ def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) 
 
     # the blocks are sized from the tile, so it is decided first (and checked: a block size is
     # never computed from a setting the plan would refuse)
-    info = build_restorer(restorer, settings, lazy=True)[0].info
+    instance = build_restorer(restorer, settings, lazy=True)[0]
+    info = instance.info
     if info.standardize_output is not None:
         raise ValueError(
             f"{info.display_name!r} maps its output to the input's mean and standard deviation, from statistics "
@@ -213,7 +215,9 @@ def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) 
     problems = check(info, layout.shape, source.data.dtype, settings)
     if problems:
         raise ValueError(str(problems[0]))
-    tile = resolve_tile(settings.tile_size, info, layout.yx, local_device(settings.device))
+    # as plan() decides it in memory: a DiffIR plane that fits is one tile there, so here too
+    tile = resolve_tile(settings.tile_size, info, layout.yx, local_device(settings.device),
+                        whole_plane_first=has_plane_statistics(instance))
     if settings.tile_size is None:  # no tiling still streams: tiles of at most 1024 pixels
         tile = min(tile, 1024)
     chunk = _chunk_size(chunk, tile, info.multiple_of)

@@ -16,6 +16,8 @@ per megapixel should not grow with the image), optionally writes JSON and a plot
     python benchmarks/bench_tiling.py --restorers diffir --weights ckpt.pth --sizes 512 1024
     python benchmarks/bench_tiling.py --restorers diffir-denoise --sizes 4096 --modes stream --threads 2 \
         --trace rss.tsv                                    # RSS over time, kept if the run is stopped
+    python benchmarks/bench_tiling.py --restorers diffir-denoise --sizes 1024 --planes 2 --modes stream --threads 2
+                                                           # a (2, 1024, 1024) ZYX stack: two planes at once
 
 Targets (issue 12) at 4096² with the default tile size: peak RSS below 1.5 GiB in memory, below
 2 GiB streamed with 2 workers (``--threads 2``).
@@ -59,6 +61,9 @@ def child(args) -> dict:
     restorer = nd.get_restorer(args.restorers[0], **({"weights": args.weights} if args.weights else {}), **opts)
     nd.restore(_image(256), restorer, seed=0)  # warm-up: lazy imports, kernels, model on device
     img = _image(args.size)
+    if args.planes > 1:  # a ZYX stack: the planes differ (rolled), so no restoration is reused
+        img = np.stack([np.roll(img, 37 * k, axis=1) for k in range(args.planes)])
+    axes = {"axes": "ZYX"} if args.planes > 1 else {}
     if args.trace:
         _start_trace(args.trace)
     cpu0 = _cpu_seconds()
@@ -77,23 +82,25 @@ def child(args) -> dict:
             rss_before = _rss_mib()
             t0 = time.perf_counter()
             restore_file(src, os.path.join(tmp, "out.ome.zarr"), restorer, seed=0, output_dtype="input",
-                         progress=False, workers=args.threads)
+                         progress=False, workers=args.threads, **axes)
             seconds = time.perf_counter() - t0
     else:
         windowed = _reset_peak_rss()
         rss_before = _rss_mib()
         t0 = time.perf_counter()
-        out = nd.restore(img, restorer, seed=0, output_dtype="input")
+        out = nd.restore(img, restorer, seed=0, output_dtype="input", **axes)
         seconds = time.perf_counter() - t0
         assert out.shape[-1] == args.size * restorer.info.scale and np.isfinite(out).all()
+        del out
     cpu = _cpu_seconds() - cpu0
     from napari_diffir.engine.plan import plan
 
     shape_only = np.broadcast_to(np.uint16(0), (args.size, args.size))  # no memory: the run's peak stays its own
     tile = plan(shape_only, restorer).tile  # what the run used: "auto" may take a small plane whole
     return {
-        "restorer": restorer.info.name, "mode": args.mode, "size": args.size, "megapixels": args.size**2 / 1e6,
-        "scale": restorer.info.scale, "seconds": seconds, "mp_per_s": args.size**2 / 1e6 / seconds,
+        "restorer": restorer.info.name, "mode": args.mode, "size": args.size, "planes": args.planes,
+        "megapixels": args.planes * args.size**2 / 1e6,
+        "scale": restorer.info.scale, "seconds": seconds, "mp_per_s": args.planes * args.size**2 / 1e6 / seconds,
         "peak_rss_mib": _peak_rss_mib(), "rss_before_run_mib": rss_before, "peak_is_run_only": windowed,
         "tile": tile, "threads": torch.get_num_threads(), "cpu_seconds": cpu,
         "work_ratio": _work_ratio(restorer.info, args.size, tile),
@@ -191,6 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", help="checkpoint for a restorer that needs one")
     p.add_argument("--option", "-o", action="append", help="restorer option NAME=VALUE")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--planes", type=int, default=1, help="restore a ZYX stack of this many planes (default 1: YX)")
     p.add_argument("--modes", nargs="+", default=["memory"], choices=("memory", "stream"),
                    help="in-memory restore() and/or streamed restore_file() (default: memory)")
     p.add_argument("--json", help="write the results to this file")
@@ -209,7 +217,8 @@ def main(argv=None) -> int:
     for name, mode, size in runs:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", "--size", str(size), "--restorers", name,
                "--mode", mode]
-        for flag, value in (("--weights", args.weights), ("--threads", args.threads), ("--trace", args.trace)):
+        for flag, value in (("--weights", args.weights), ("--threads", args.threads), ("--trace", args.trace),
+                            ("--planes", args.planes)):
             if value is not None:
                 cmd += [flag, str(value)]
         for kv in args.option or []:

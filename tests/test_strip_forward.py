@@ -134,3 +134,16 @@ def test_strips_keep_each_image_of_a_batch_apart():
         alone = net.restore(x[1:], noise=noise[1:])
     torch.testing.assert_close(stripped, plain, rtol=0, atol=2e-5)
     torch.testing.assert_close(stripped[1:], alone, rtol=0, atol=2e-5)
+
+
+def test_concurrent_whole_planes_must_fit_the_memory_together(monkeypatch):
+    """A streamed run's workers each restore a whole plane: the plane is one tile only if all
+    of them fit the budget at once; otherwise it is tiled as usual."""
+    from napari_diffir.engine import plan as plan_module
+    from napari_diffir.engine.plan import plan, resolve_tile
+
+    info = plan(np.zeros((8, 8), np.float32), "diffir-denoise").info
+    plane_bytes = info.plane_bytes_per_pixel * 640 * 640
+    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: 2 * 1.5 * plane_bytes)  # budget: 1.5 planes
+    assert resolve_tile("auto", info, (640, 640), "cpu", whole_plane_first=True) == 640
+    assert resolve_tile("auto", info, (640, 640), "cpu", whole_plane_first=True, concurrent=2) == info.tile_size

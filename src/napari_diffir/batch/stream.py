@@ -124,7 +124,7 @@ def restore_file(
     say = log or (lambda msg: print(msg, file=sys.stderr) if progress else None)
     started = time.perf_counter()
     settings = from_text(settings, **values)
-    job = _plan(input, output, restorer, settings, chunk, overwrite)
+    job = _plan(input, output, restorer, settings, chunk, overwrite, workers)
     # the result is written once into the partial Zarr, and once more for a TIFF output
     nbytes = math.prod(job.out_shape) * np.dtype(job.engine.result_dtype).itemsize
     check_space(job.dst, nbytes * (2 if job.kind == "tiff" else 1))
@@ -190,7 +190,7 @@ class _StreamPlan:
     signature: dict
 
 
-def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) -> _StreamPlan:
+def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite, workers=None) -> _StreamPlan:
     src, dst = os.path.abspath(str(input)).rstrip("/\\"), os.path.abspath(str(output)).rstrip("/\\")
     check_not_input(src, dst)
     kind = output_kind(dst)
@@ -215,9 +215,11 @@ def _plan(input, output, restorer, settings: RestoreSettings, chunk, overwrite) 
     problems = check(info, layout.shape, source.data.dtype, settings)
     if problems:
         raise ValueError(str(problems[0]))
-    # as plan() decides it in memory: a DiffIR plane that fits is one tile there, so here too
+    # as plan() decides it in memory (a DiffIR plane that fits is one tile there, so here too),
+    # unless the concurrent tasks' whole planes would not fit this machine's memory together
     tile = resolve_tile(settings.tile_size, info, layout.yx, local_device(settings.device),
-                        whole_plane_first=has_plane_statistics(instance))
+                        whole_plane_first=has_plane_statistics(instance),
+                        concurrent=min(workers or os.cpu_count() or 1, int(np.prod(layout.loop_shape or (1,)))))
     if settings.tile_size is None:  # no tiling still streams: tiles of at most 1024 pixels
         tile = min(tile, 1024)
     chunk = _chunk_size(chunk, tile, info.multiple_of)

@@ -164,7 +164,7 @@ def is_lazy(data: Any) -> bool:
 
 
 def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int, int], device,
-                 whole_plane_first: bool = False) -> int:
+                 whole_plane_first: bool = False, concurrent: int = 1) -> int:
     """The tile side: the whole image for ``None``, sized to ``device``'s memory for ``auto``.
 
     ``whole_plane_first``: with ``auto``, one tile covering the (Y, X) plane if its memory
@@ -174,15 +174,17 @@ def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int,
     statistics of the whole plane (DiffIR), a tiled plane first costs a statistics pass of
     several forwards, so such a plane is restored untiled: faster and exact (bundled denoiser,
     1024²: 4.8 CPU-s in strips against 59 tiled). The rule is the same for numpy, dask and
-    streamed data, so their results stay equal.
+    streamed data, so their results stay equal, except that ``concurrent`` whole planes (a
+    streamed run's workers, each restoring a plane) must fit the budget together.
     """
     if tile_size is None:
         return max(yx)
     if isinstance(tile_size, str) and tile_size == "auto":
         tile = auto_tile_size(info, device)
         factor = WHOLE_PLANE_FACTOR[getattr(info, "plane_bytes_per_pixel", None) is not None]
-        if whole_plane_first and max(yx) > tile and _forward_bytes(info, yx, whole_plane=True) <= min(
-                _tile_budget(device), factor * _forward_bytes(info, (tile, tile))):
+        plane = _forward_bytes(info, yx, whole_plane=True)
+        if whole_plane_first and max(yx) > tile and plane <= factor * _forward_bytes(info, (tile, tile)) and \
+                plane * max(1, concurrent) <= _tile_budget(device):
             return max(yx)
         return tile
     return int(tile_size)

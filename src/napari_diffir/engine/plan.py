@@ -193,7 +193,8 @@ def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int,
 WHOLE_PLANE_FACTOR = {False: 2, True: 4}
 """How many times a tile's memory an untiled plane may take (key: whether it runs in strips):
 a strip forward holds the plane's feature maps but no whole-plane temporaries (1024² bundled
-denoiser, fp32: 1.8 GiB against 2.7 for the plain forward and 0.45 for a 384² tile)."""
+denoiser, fp32, peak growth: 1.4 GiB against 2.7 for the plain forward and 0.45 for a 384²
+tile; ``benchmarks/bench_strips.py``)."""
 
 
 def _tile_budget(device) -> float:

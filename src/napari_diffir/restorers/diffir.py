@@ -47,8 +47,9 @@ def _strip_bytes_per_output_pixel(task: str, dim: int, channels: int) -> int:
     temporaries, about 75 bytes per body pixel per unit of ``dim``. Measured (peak RSS growth)
     for the bundled denoiser (dim 24) at 1024²: 1.4 kB per pixel in fp32 (1.3 kB through the
     engine), 1.0 kB in bf16, the plain forward 2.7 / 1.7 kB; for the bundled SR x4 (dim 24) at
-    512² -> 2048²: 114 B per output pixel, the plain forward 209 B (``benchmarks/bench_strips.py``). SR bodies run at 1/16 of
-    the output pixels whatever the scale, plus a few output-sized maps. With a margin."""
+    512² -> 2048²: 114 B per output pixel, the plain forward 209 B (``benchmarks/bench_strips.py``).
+    SR bodies run at 1/16 of the output pixels whatever the scale, plus a few output-sized
+    maps. With a margin."""
     if task == "sr":
         return 100 * dim // 16 + 16 * channels
     return max(1024, 75 * dim)

@@ -100,6 +100,11 @@ def test_grown_lr_scale_makes_only_the_added_blocks_learn_faster(tmp_path, capsy
     assert main(["train", "diffir", "--stage", "2", "--grown-lr-scale", "10", "--steps", "1",
                  "--out", str(tmp_path / "bad"), *init, *tiny]) == 2
     assert "--grown-lr-scale applies to the blocks --grow adds" in capsys.readouterr().err
+    for bad in ("0", "-2", "inf", "nan"):
+        assert main(["train", "diffir", "--stage", "2", "--grow", "--grown-lr-scale", bad, "--steps", "1",
+                     "--out", str(tmp_path / "bad"), *init, *tiny]) == 2
+        assert f"--grown-lr-scale must be a positive number, but got {float(bad)}" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
     assert main(["train", "diffir", "--stage", "2", "--grow", "--grown-lr-scale", "100", "--steps", "1",
                  "--lr", "1e-5", "--out", str(deep), *init, *tiny]) == 0

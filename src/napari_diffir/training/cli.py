@@ -189,8 +189,8 @@ def prepare(args: argparse.Namespace):
             raise ValueError("--grow needs --init: the weights of the shallower model to start from")
         if args.grown_lr_scale != 1.0 and not args.grow:
             raise ValueError("--grown-lr-scale applies to the blocks --grow adds; give --grow (and --init) too")
-        if not args.grown_lr_scale > 0:
-            raise ValueError(f"--grown-lr-scale must be positive, but got {args.grown_lr_scale}")
+        if not 0 < args.grown_lr_scale < float("inf"):
+            raise ValueError(f"--grown-lr-scale must be a positive number, but got {args.grown_lr_scale}")
         if args.stage == 2 and not (args.s1 or args.init):
             raise ValueError("DiffIR stage 2 needs the stage-1 checkpoint (--s1 RUN_DIR/best.safetensors) "
                              "or a stage-2 model to fine-tune (--init)")

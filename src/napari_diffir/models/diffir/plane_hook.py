@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 import torch
 from torch import nn
 
-from ._arch.dirformer import Attention, FeedForward, _ipr_affine, _modulated_pointwise, _pointwise
+from ._arch.dirformer import Attention, FeedForward, _ipr_affine, _modulated_pointwise, _pointwise, cosine_attention
 from .plane_cells import Cells
 
 __all__ = ["AttentionSums", "PlaneHook", "StopForward"]
@@ -74,10 +74,8 @@ class AttentionSums:
 
     def attention(self, layer: int) -> torch.Tensor:
         """(ny, nx, heads, d, d) float32 attention maps of ``layer``, one per cell."""
-        qn = self.qq[layer].sqrt().clamp_min(1e-12)
-        kn = self.kk[layer].sqrt().clamp_min(1e-12)
-        logits = self.qk[layer] / (qn.unsqueeze(-1) * kn.unsqueeze(-2)) * self.temperature[layer].double()
-        return logits.softmax(-1).float()
+        return cosine_attention(self.qk[layer], self.qq[layer].sqrt(), self.kk[layer].sqrt(),
+                                self.temperature[layer].double()).float()
 
 
 def _pieces(cells: Cells, start: int, stop: int, origin: int, stride: int):

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ._arch.dirformer import PLANE_HOOK, TransformerBlock, _gram, _ipr_affine, _is_channels_last, _modulated_pointwise
+from ._arch.dirformer import PLANE_HOOK, TransformerBlock, _gram, _ipr_affine, _is_channels_last, _modulated_pointwise, cosine_attention
 
 __all__ = ["StripHook", "in_strips", "strip_rows"]
 
@@ -65,15 +65,13 @@ class StripHook:
             qkv = attn.qkv_dwconv(_modulated_pointwise(x_hat, attn.qkv, *affine))
             q, k, v = attn.split(qkv[..., r0 - a0 : r1 - a0, :])
             g = _gram(q, k).float()
-            sq = q.square().sum(-1, keepdim=True, dtype=torch.float32)
-            sk = k.square().sum(-1, keepdim=True, dtype=torch.float32)
+            sq = q.square().sum(-1, dtype=torch.float32)
+            sk = k.square().sum(-1, dtype=torch.float32)
             gram, qq, kk = (g, sq, sk) if gram is None else (gram + g, qq + sq, kk + sk)
             if v_plane is None:
                 v_plane = _plane_like(v, x)
             v_plane[..., r0:r1, :] = v
-        # as Attention.attention_map, from the plane's sums
-        maps = (gram / (qq.sqrt().clamp_min(1e-12) * kk.sqrt().clamp_min(1e-12).transpose(-2, -1))
-                * attn.temperature).softmax(dim=-1)
+        maps = cosine_attention(gram, qq.sqrt(), kk.sqrt(), attn.temperature)  # as Attention.attention_map
         out = _plane_like(x, x)
         for r0, r1, _, _ in self._strips(x):
             torch.add(x[..., r0:r1, :], attn.attend(maps, v_plane[..., r0:r1, :]), out=out[..., r0:r1, :])
@@ -90,7 +88,8 @@ class StripHook:
 
 @contextlib.contextmanager
 def in_strips(pixels: int = 64 * 1024) -> Iterator[StripHook]:
-    """Run the transformer blocks of the DIRformer forwards inside in strips of about ``pixels`` pixels."""
+    """Within this context, every DIRformer forward runs its transformer blocks in strips of
+    about ``pixels`` pixels."""
     token = PLANE_HOOK.set(StripHook(pixels))
     try:
         yield PLANE_HOOK.get()

@@ -35,6 +35,7 @@ __all__ = [
     "TASKS",
     "TransformerBlock",
     "Upsample",
+    "cosine_attention",
     "sr_unshuffle_factor",
 ]
 
@@ -192,6 +193,15 @@ def _gram(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return q @ k.transpose(-2, -1)
 
 
+def cosine_attention(gram: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor,
+                     temperature: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis of the temperature-scaled cosines ``gram / (|q_i| |k_j|)``:
+    the transposed attention's maps from its pixel sums (``q_norm``, ``k_norm``: (..., d) row
+    norms, ``gram``: (..., d, d)), whether one tile summed them or a whole plane did."""
+    q_norm, k_norm = q_norm.clamp_min(1e-12), k_norm.clamp_min(1e-12)
+    return (gram / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2)) * temperature).softmax(dim=-1)
+
+
 class Attention(nn.Module):
     """DMTA: dynamic multi-head *transposed* attention (attention across channels, not pixels).
 
@@ -239,9 +249,7 @@ class Attention(nn.Module):
     def attention_map(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The (B, heads, C/h, C/h) map: softmax of the temperature-scaled cosines of q and k rows."""
         # cosine similarity of L2-normalised rows, without materialising normalised q and k
-        qn, kn = _row_norm(q).clamp_min(1e-12), _row_norm(k).clamp_min(1e-12)
-        attn = _gram(q, k) / (qn * kn.transpose(-2, -1)) * self.temperature
-        return attn.softmax(dim=-1)
+        return cosine_attention(_gram(q, k), _row_norm(q)[..., 0], _row_norm(k)[..., 0], self.temperature)
 
     def attend(self, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``project_out(attn @ v)`` for a (B, heads, C/h, C/h) map and a (B, C, H, W) ``v``."""

@@ -94,6 +94,41 @@ def test_sampler_shares_one_affine_map_between_input_and_target():
     torch.testing.assert_close(lq, gt)
 
 
+def test_source_weights_change_how_often_each_source_is_sampled():
+    """A source weighted 3 is drawn 3x as often per unit of sqrt(area); unknown sources and
+    non-positive weights are refused by name."""
+    rows, cols = np.mgrid[0:64, 0:64].astype(np.float32)
+    items = [("a.png", cols[:32, :32]), ("nuclei.tif[z=0]", rows)]  # ramps across / down
+    origin = {"a.png": "/data", "nuclei.tif[z=0]": "builtin:nuclei"}
+    assert D.source_weights(items, origin, {"builtin:nuclei": 3.0}) == [32.0, 64.0 * 3]
+    s = D.PatchSampler([a for _, a in items], 16, lambda x, rng: x.copy(), augment=False,
+                       weights=D.source_weights(items, origin, {"builtin:nuclei": 3.0}))
+    rng = np.random.default_rng(0)
+    from_nuclei = [(gt := s.sample(rng)[1])[-1, 0] > gt[0, -1] for _ in range(2000)]
+    assert abs(np.mean(from_nuclei) - 6 / 7) < 0.03  # 64 * 3 / (32 + 64 * 3)
+    with pytest.raises(D.TrainingDataError, match="'builtin:skimage', which is not one of the --data sources"):
+        D.source_weights(items, origin, {"builtin:skimage": 2.0})
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(D.TrainingDataError, match="must be a positive number"):
+            D.source_weights(items, origin, {"builtin:nuclei": bad})
+
+
+def test_source_weight_is_recorded_and_bad_ones_fail_before_training(image_dir, tmp_path, capsys):
+    """--source-weight reaches the card; a malformed or unknown one fails with nothing written."""
+    common = ["--data", image_dir, "--patch-size", "16", "--val-every", "0", "--steps", "1", *TINY_DIFFIR, *LOOP]
+    assert _train("diffir", "--stage", "1", "--source-weight", f"{image_dir}=2.5", "--out", tmp_path / "s1",
+                  *common) == 0
+    assert json.loads((tmp_path / "s1" / "best.json").read_text())["data"]["source_weights"] == {str(image_dir): 2.5}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _train("diffir", "--stage", "1", "--source-weight", "builtin:nuclei", "--out", tmp_path / "bad", *common)
+    assert "expected SRC=WEIGHT" in capsys.readouterr().err
+    assert _train("diffir", "--stage", "1", "--source-weight", "builtin:nuclei=2", "--out", tmp_path / "bad",
+                  *common) == 2
+    assert "not one of the --data sources" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_sr_sampler_makes_matlab_bicubic_lr():
     """For scale 4 the LQ patch is the MATLAB-bicubic downsampling of the GT patch."""
     img = np.random.default_rng(2).random((64, 64)).astype(np.float32)

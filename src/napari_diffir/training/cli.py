@@ -25,6 +25,16 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, but got {text!r}") from None
 
 
+def _source_weight(text: str) -> tuple[str, float]:
+    src, sep, w = str(text).rpartition("=")
+    try:
+        if not (sep and src):
+            raise ValueError
+        return src, float(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SRC=WEIGHT (e.g. builtin:nuclei=2), but got {text!r}") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", nargs="+", default=None, metavar="SRC",
@@ -35,6 +45,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--degradation", default=None, choices=("denoise", "sr", "sr-noisy", "deblur"),
                    help="synthetic degradation preset (default: denoise for same-size, sr for x2/x4)")
     g.add_argument("--n-synthetic", type=int, default=24, help="synthetic fluorescence images to generate")
+    g.add_argument("--source-weight", action="append", default=[], metavar="SRC=W", type=_source_weight,
+                   help="sample patches from the --data source SRC W times as often (repeatable), "
+                        "e.g. builtin:nuclei=2")
     g.add_argument("--noise", default=None, metavar="MODEL",
                    help="denoise with this noise model instead of the blind preset: gaussian:SIGMA or "
                         "poisson-gaussian:PEAK,READ (in the units of the normalised [0, 1] image)")
@@ -219,15 +232,23 @@ def prepare(args: argparse.Namespace):
                      "val_split": args.val_split, "val_images": [n for n, *_ in val_items]}
     else:
         sources = args.data or DEFAULT_DATA
-        planes = D.resolve_sources(sources, n_synthetic=args.n_synthetic, seed=args.seed)
+        planes, origin = [], {}
+        for src in sources:  # one source at a time to know where each plane came from
+            got = D.resolve_sources([src], n_synthetic=args.n_synthetic, seed=args.seed)
+            planes += got
+            origin.update((n, str(src)) for n, _ in got)
         images = D.fit_patch(planes, p)
         train_items, val_items = split(images, args.val_split, args.val_fraction, args.seed, p,
                                        names=[n for n, _ in planes])
-        sampler = D.PatchSampler([a for _, a in train_items], p, degradation, scale=scale)
+        weights = dict(args.source_weight)
+        sampler = D.PatchSampler([a for _, a in train_items], p, degradation, scale=scale,
+                                 weights=D.source_weights(train_items, origin, weights) if weights else None)
         val_sampler = D.PatchSampler([a for _, a in val_items], p, degradation, scale=scale, augment=False)
         data_card = {"sources": list(sources), "images": len(images), "train": len(train_items),
                      "val_split": args.val_split, "val_images": [n for n, _ in val_items],
                      "degradation": degradation.to_dict(), "held_out_never_read": D.HELD_OUT}
+        if weights:
+            data_card["source_weights"] = weights
         if noise is not None:
             data_card["noise_model"] = {"spec": noise.spec(), "what": noise.describe(), "from": args.noise_from}
     val = D.make_validation(val_sampler, args.val_count, args.seed)

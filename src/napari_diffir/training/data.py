@@ -29,6 +29,7 @@ __all__ = [
     "percentile_affine",
     "percentile_normalize",
     "resolve_sources",
+    "source_weights",
     "split_validation",
     "synthetic_fluorescence",
     "to_planes",
@@ -236,6 +237,27 @@ def resolve_sources(
             planes = read_planes(f)
             named += [(f"{f}" if len(planes) == 1 else f"{f}[{i}]", p) for i, p in enumerate(planes)]
     return named
+
+
+def source_weights(
+    items: Sequence[tuple[str, np.ndarray]], origin: dict[str, str], weights: dict[str, float]
+) -> list[float]:
+    """Patch-sampling weight of each named plane: its default (square root of its area) times the
+    weight of the source it came from (``origin`` maps plane name -> source; unnamed sources 1).
+
+    Lets a run see one kind of data more often (e.g. fluorescence) without copying images,
+    which would put the same image on both sides of the validation split.
+    """
+    unknown = sorted(set(weights) - set(origin.values()))
+    if unknown:
+        raise TrainingDataError(
+            f"--source-weight names {', '.join(map(repr, unknown))}, which is not one of the --data "
+            f"sources ({', '.join(map(repr, sorted(set(origin.values()))))})"
+        )
+    for src, w in weights.items():
+        if not (np.isfinite(w) and w > 0):
+            raise TrainingDataError(f"--source-weight {src}={w}: the weight must be a positive number")
+    return [float(a.size) ** 0.5 * weights.get(origin[n], 1.0) for n, a in items]
 
 
 def load_images(

@@ -210,7 +210,7 @@ def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
     cannot hold, is tiled."""
     import dask.array as da
 
-    from napari_diffir.engine import plan as plan_module
+    from napari_diffir.engine import device as device_module
     from napari_diffir.engine.plan import plan
     from napari_diffir.engine.settings import RestoreSettings
     from napari_diffir.restorers.diffir import DiffIRRestorer
@@ -224,7 +224,7 @@ def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
     info = in_memory.info
     tile_bytes = info.bytes_per_pixel * preferred**2
     side = int((4 * tile_bytes / info.plane_bytes_per_pixel) ** 0.5) // 8 * 8  # four tiles' memory
-    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: 64 * 2**30)
+    monkeypatch.setattr(device_module, "free_memory_bytes", lambda device: 64 * 2**30)
     assert plan(np.zeros((side, side), np.float32), "diffir-denoise").tile == side
     assert plan(np.zeros((side + 16, side + 16), np.float32), "diffir-denoise").tile == preferred
     assert plan(x, "diffir-denoise", RestoreSettings(tile_size=preferred)).tile == preferred
@@ -232,7 +232,7 @@ def test_auto_tile_restores_a_diffir_plane_that_fits_in_one_tile(monkeypatch):
 
     room = 2 * (tile_bytes + 1000)  # twice the budget: the preferred tile fits, a 1000² plane in strips not
     assert info.plane_bytes_per_pixel * 1000**2 > tile_bytes + 1000
-    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: room)
+    monkeypatch.setattr(device_module, "free_memory_bytes", lambda device: room)
     assert plan(np.zeros((1000, 1000), np.float32), "diffir-denoise").tile == preferred
     monkeypatch.undo()
 

@@ -192,3 +192,45 @@ def test_diffir_checkpoint_runs_per_block_and_agrees_across_schedulers(tmp_path)
         a = blocks.compute()
     np.testing.assert_array_equal(a, blocks.compute(scheduler="sync"))
     assert a.shape == img.shape and np.isfinite(a).all()
+
+
+class Overlapping(Restorer):
+    """ConvNet-like output (x + 1), recording how many of its forwards run at the same time."""
+
+    info = RestorerInfo(name="test-overlap", display_name="overlap", task="denoise", in_channels=1,
+                        bytes_per_pixel=1000)
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        import threading
+
+        self.lock, self.running, self.peak = threading.Lock(), 0, 0
+
+    def restore_tile(self, x, ctx):
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(0.15)
+        with self.lock:
+            self.running -= 1
+        return x + 1
+
+
+@pytest.mark.parametrize(("planes_that_fit", "most_at_once"), [(1.5, 1), (64, 4)])
+def test_concurrent_tiles_of_a_threaded_scheduler_fit_the_memory_together(monkeypatch, planes_that_fit,
+                                                                          most_at_once):
+    """Whole planes as one tile each, four threads: they run together only as far as their
+    forwards' memory fits (half the free memory), and the result is the in-memory one."""
+    from napari_diffir.engine import device
+
+    plane_bytes = 96 * 96 * 1000
+    monkeypatch.setattr(device, "free_memory_bytes", lambda dev: 2 * planes_that_fit * plane_bytes)
+    x = _stack((4, 96, 96))
+    r = Overlapping()
+    y = restore(da.from_array(x, chunks=(1, 96, 96)), r, tile_size=None, normalize="none")
+    with dask.config.set(scheduler="threads", num_workers=4):
+        out = y.compute()
+    assert r.peak == most_at_once
+    np.testing.assert_array_equal(out, restore(x, Overlapping(), tile_size=None, normalize="none"))

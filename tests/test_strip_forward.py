@@ -79,12 +79,12 @@ def test_engine_restores_a_plane_above_the_tile_size_in_one_piece(monkeypatch):
     """A 640² plane (above the bundled denoiser's 384² tile, within four tiles' memory) is one
     tile: no statistics pass, the blocks in strips, the result of ``tile_size=None``."""
     from napari_diffir import restore
-    from napari_diffir.engine import plan as plan_module
+    from napari_diffir.engine import device as device_module
     from napari_diffir.engine.plan import plan
     from napari_diffir.restorers.diffir import DiffIRRestorer
 
     x = np.random.default_rng(0).random((640, 608), dtype=np.float32)
-    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: 64 * 2**30)
+    monkeypatch.setattr(device_module, "free_memory_bytes", lambda device: 64 * 2**30)
     p = plan(x, "diffir-denoise")
     assert p.tile == 640 and p.info.tile_size == 384 and p.info.plane_bytes_per_pixel is not None
 
@@ -115,7 +115,7 @@ def test_engine_restores_a_plane_above_the_tile_size_in_one_piece(monkeypatch):
     monkeypatch.setattr(strip_forward, "in_strips", contextlib.nullcontext)  # the plain forward
     ref = restore(x, "diffir-denoise", seed=1, normalize="none", precision="fp32", tile_size=None)
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
-    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: 64 * 2**30)
+    monkeypatch.setattr(device_module, "free_memory_bytes", lambda device: 64 * 2**30)
     assert plan(np.zeros((1600, 1600), np.float32), "diffir-denoise").tile == 384  # beyond four tiles' memory
     sr = plan(np.zeros((512, 512), np.float32), "diffir-sr4")  # SR too: its body in strips at the input size
     assert sr.tile == 512 and sr.info.tile_size == 256
@@ -139,11 +139,11 @@ def test_strips_keep_each_image_of_a_batch_apart():
 def test_concurrent_whole_planes_must_fit_the_memory_together(monkeypatch):
     """A streamed run's workers each restore a whole plane: the plane is one tile only if all
     of them fit the budget at once; otherwise it is tiled as usual."""
-    from napari_diffir.engine import plan as plan_module
+    from napari_diffir.engine import device as device_module
     from napari_diffir.engine.plan import plan, resolve_tile
 
     info = plan(np.zeros((8, 8), np.float32), "diffir-denoise").info
     plane_bytes = info.plane_bytes_per_pixel * 640 * 640
-    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: 2 * 1.5 * plane_bytes)  # budget: 1.5 planes
+    monkeypatch.setattr(device_module, "free_memory_bytes", lambda device: 2 * 1.5 * plane_bytes)  # budget: 1.5 planes
     assert resolve_tile("auto", info, (640, 640), "cpu", whole_plane_first=True) == 640
     assert resolve_tile("auto", info, (640, 640), "cpu", whole_plane_first=True, concurrent=2) == info.tile_size

@@ -37,6 +37,7 @@ from .device import resolve_device
 from .execute import Execution, finish, needs_plane_statistics
 from .heap import release_free_memory
 from .mask import work_mask
+from .memory import forward_bytes, memory_gate, tile_budget
 from .normalize import (
     Normalizer,
     _subsample,
@@ -289,6 +290,13 @@ class _Task:
         return Execution(dataclasses.replace(p, layout=layout, restorer=restorer, device=device,
                                              plane_ids=plane_ids), None, None)
 
+    def _within_memory(self, device, yx: tuple[int, int]):
+        """Hold this process's memory gate for one forward over ``yx`` (a threaded scheduler runs
+        several tasks at once; a whole plane in one tile can take several tiles' memory)."""
+        whole = len(self.tiling.tiles) == 1
+        return memory_gate(device).hold(forward_bytes(self.plan.info, yx, whole_plane=whole),
+                                        lambda: tile_budget(device))
+
     def _mask(self, parts, rows, cols, layout: Layout) -> np.ndarray | None:
         if parts is None:
             return None
@@ -320,10 +328,12 @@ class _PlaneTask(_Task):
         work, mask = layout.to_work(region), self._mask(mask_parts, (0, tl.h), (0, tl.w), layout)
         groups = engine.plan.channels.groups
         states = []
-        for n in range(work.shape[0]):
-            plane = self._pad(self.plan.normalizer.forward(np.asarray(work[n])), tl.ph, tl.pw)
-            m = None if mask is None else self._pad(mask[n if mask.shape[0] > 1 else 0], tl.ph, tl.pw)
-            states.append([engine.prepare(plane[g.inputs], m, n, gi) for gi, g in enumerate(groups)])
+        t = tl.tiles[0]  # the statistics run tile by tile: one tile's forward at a time
+        with self._within_memory(engine.plan.device, (t.h, t.w)):
+            for n in range(work.shape[0]):
+                plane = self._pad(self.plan.normalizer.forward(np.asarray(work[n])), tl.ph, tl.pw)
+                m = None if mask is None else self._pad(mask[n if mask.shape[0] > 1 else 0], tl.ph, tl.pw)
+                states.append([engine.prepare(plane[g.inputs], m, n, gi) for gi, g in enumerate(groups)])
         return states
 
 
@@ -346,14 +356,15 @@ class _TileTask(_Task):
         work, mask = p.layout.to_work(region), self._mask(mask_parts, rows, cols, p.layout)
         s = tl.scale
         piece = np.empty((work.shape[0], p.channels.out_channels, t.h * s, t.w * s), np.float32)
-        for n in range(work.shape[0]):
-            plane = self._pad(p.normalizer.forward(np.asarray(work[n])), t.h, t.w)
-            m = None if mask is None else self._pad(mask[n if mask.shape[0] > 1 else 0], t.h, t.w)
-            for gi, group in enumerate(p.channels.groups):
-                state = None if states is None else states[n][gi]
-                out = engine.weighted_tile(plane[group.inputs], m, t, tl, n, gi, state, self.k)
-                piece[n, group.outputs] = out.mean(axis=0, keepdims=True) if group.average else out
-        release_free_memory()  # tiles run in several threads: each one's heap would keep its forward
+        with self._within_memory(p.device, (t.h, t.w)):
+            for n in range(work.shape[0]):
+                plane = self._pad(p.normalizer.forward(np.asarray(work[n])), t.h, t.w)
+                m = None if mask is None else self._pad(mask[n if mask.shape[0] > 1 else 0], t.h, t.w)
+                for gi, group in enumerate(p.channels.groups):
+                    state = None if states is None else states[n][gi]
+                    out = engine.weighted_tile(plane[group.inputs], m, t, tl, n, gi, state, self.k)
+                    piece[n, group.outputs] = out.mean(axis=0, keepdims=True) if group.average else out
+            release_free_memory()  # tiles run in several threads: each one's heap would keep its forward
         return piece
 
 

@@ -19,10 +19,11 @@ from ..restorer import Restorer, RestorerInfo
 from .axes import Layout, as_array, axes_for
 from .channels import ChannelMap, channel_map
 from .check import check, check_finite
-from .device import check_device_name, free_memory_bytes, local_device, resolve_device, resolve_precision
+from .device import check_device_name, local_device, resolve_device, resolve_precision
 from .execute import has_plane_statistics
 from .lazy import cached_restorer, plan_chunks
 from .mask import lazy_mask, work_mask
+from .memory import forward_bytes, tile_budget
 from .normalize import Normalizer
 from .resolve import RestorerSpec, resolve_restorer
 from .settings import DEFAULTS, MIN_TILE, Problem, RestoreSettings
@@ -182,9 +183,9 @@ def resolve_tile(tile_size: int | str | None, info: RestorerInfo, yx: tuple[int,
     if isinstance(tile_size, str) and tile_size == "auto":
         tile = auto_tile_size(info, device)
         factor = WHOLE_PLANE_FACTOR[getattr(info, "plane_bytes_per_pixel", None) is not None]
-        plane = _forward_bytes(info, yx, whole_plane=True)
-        if whole_plane_first and max(yx) > tile and plane <= factor * _forward_bytes(info, (tile, tile)) and \
-                plane * max(1, concurrent) <= _tile_budget(device):
+        plane = forward_bytes(info, yx, whole_plane=True)
+        if whole_plane_first and max(yx) > tile and plane <= factor * forward_bytes(info, (tile, tile)) and \
+                plane * max(1, concurrent) <= tile_budget(device):
             return max(yx)
         return tile
     return int(tile_size)
@@ -197,26 +198,11 @@ denoiser, fp32, peak growth: 1.4 GiB against 2.7 for the plain forward and 0.45 
 tile; ``benchmarks/bench_strips.py``)."""
 
 
-def _tile_budget(device) -> float:
-    """Bytes one tile's forward may take: half the free memory of ``device``."""
-    return free_memory_bytes(device) * 0.5
-
-
-def _forward_bytes(info: RestorerInfo, yx: tuple[int, int], whole_plane: bool = False) -> float:
-    """The restorer's memory estimate for one forward over a (Y, X) input (``whole_plane``: a
-    plane restored as one tile, ``info.plane_bytes_per_pixel`` where given)."""
-    h, w = (-(-n // info.multiple_of) * info.multiple_of for n in yx)
-    per_pixel = getattr(info, "bytes_per_pixel", 4096)
-    if whole_plane:
-        per_pixel = getattr(info, "plane_bytes_per_pixel", None) or per_pixel
-    return h * w * info.scale**2 * per_pixel
-
-
 def auto_tile_size(info: RestorerInfo, device) -> int:
     """The restorer's preferred tile, halved until its memory estimate fits in half the free memory."""
     tile = getattr(info, "tile_size", 512) or 512
-    budget = _tile_budget(device)
-    while tile > MIN_TILE and _forward_bytes(info, (tile, tile)) > budget:
+    budget = tile_budget(device)
+    while tile > MIN_TILE and forward_bytes(info, (tile, tile)) > budget:
         tile //= 2
     return max(tile, MIN_TILE)
 

@@ -1,12 +1,15 @@
 """Learning curves of training runs: validation PSNR against steps and against CPU-core hours.
 
     python benchmarks/plot_training.py RUN_DIR [RUN_DIR ...] --out docs/learning_curves.png [--json curves.json]
+        [--previous curves.json]
 
 Each RUN_DIR is a ``napari-diffir train --out`` folder (its ``log.jsonl``). Runs that continue
 one another (a fine-tune started with ``--init`` from the previous run's weights) are drawn as
 one curve per model name when ``NAME=DIR1,DIR2`` is given: steps and hours add up in that order.
 Each later run continues from the checkpoint it was initialised with (its card's
 ``initialised_from``). Hours are the runs' own wall time on one thread, i.e. CPU-core hours.
+``--previous`` keeps the curves of an earlier ``--json`` (run folders do not outlive the
+machine they trained on): they are drawn first, and a NAME given again replaces its curve.
 """
 
 from __future__ import annotations
@@ -64,8 +67,11 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="RUN_DIR or NAME=RUN_DIR1,RUN_DIR2")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--json", help="also write the curves as JSON")
+    p.add_argument("--previous", help="an earlier --json: keep its curves (replaced where a NAME is given again)")
     args = p.parse_args(argv)
     curves, spent = {}, {}
+    if args.previous:
+        curves = json.loads(Path(args.previous).read_text())
     for spec in args.runs:
         name, _, dirs = spec.rpartition("=")
         paths = [Path(x) for x in dirs.split(",")]
@@ -91,8 +97,9 @@ def main(argv=None) -> int:
     for name, pts in curves.items():
         if pts:
             best = max(pts, key=lambda q: q["psnr"])
+            total = f"{spent[name]:.2f} h spent" if name in spent else "from --previous"
             print(f"{name}: {len(pts)} validations, {pts[-1]['step']:.0f} steps, {pts[-1]['hours']:.2f} h "
-                  f"({spent[name]:.2f} h spent), first {pts[0]['psnr']:.2f} dB, best {best['psnr']:.2f} dB "
+                  f"({total}), first {pts[0]['psnr']:.2f} dB, best {best['psnr']:.2f} dB "
                   f"at step {best['step']:.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps(curves, indent=1))

@@ -126,6 +126,9 @@ def test_source_weight_is_recorded_and_bad_ones_fail_before_training(image_dir, 
     assert _train("diffir", "--stage", "1", "--source-weight", "builtin:nuclei=2", "--out", tmp_path / "bad",
                   *common) == 2
     assert "not one of the --data sources" in capsys.readouterr().err
+    assert _train("diffir", "--stage", "1", "--paired", image_dir, image_dir, "--source-weight", f"{image_dir}=2",
+                  "--out", tmp_path / "bad", *common[2:]) == 2
+    assert "with --paired there are none" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

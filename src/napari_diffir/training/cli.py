@@ -223,6 +223,8 @@ def prepare(args: argparse.Namespace):
                          f"(scale {scale} x the model's input multiple {lq_multiple})")
 
     degradation, noise = _degradation(args, scale)
+    if args.paired and args.source_weight:
+        raise ValueError("--source-weight weighs the --data sources; with --paired there are none")
     if args.paired:
         pairs = D.load_paired(args.paired[0], args.paired[1], scale=scale, min_size=p)
         train_items, val_items = split(pairs, args.val_split, args.val_fraction, args.seed, p, scale)
